@@ -1,0 +1,299 @@
+"""Leaderboard CSV and RobustBench model_info JSON export of a result store.
+
+``export_leaderboard`` ranks models by worst-case robust accuracy (minimum
+over all attacks run) at one (threat model, eps). ``export_robustbench``
+writes one JSON per model with RobustBench's model_info field names so the
+files can be dropped into a RobustBench-style leaderboard.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import ConfigError, StoreError
+from .schema import WORST_CASE
+
+LEADERBOARD_COLUMNS = (
+    "rank", "model", "variant", "architecture", "dataset", "threat_model", "eps", "eps_label",
+    "clean_acc", "robust_acc", "autoattack_acc", "pgd_acc", "fgsm_acc", "n_examples",
+    "params", "trainable_params", "train_seed", "eval_seed", "flags", "code_version", "date",
+)
+
+# Field order of RobustBench's model_info/<dataset>/<threat>/<model>.json files
+# (robustbench.utils.ModelInfo plus the leaderboard's "external"/"unreliable").
+ROBUSTBENCH_FIELDS = (
+    "link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+    "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "external", "unreliable",
+    "footnote",
+)
+
+EPS_TOL = 1e-6  # eps from CSV round trips differ in the last bits; 1e-6 is << 1/255
+_NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+
+
+def parse_eps(value) -> float:
+    """eps as a float from 0.0314, "0.0314", "8/255", " 8 / 255 " or "2e-2"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        eps = float(value)
+    else:
+        text = str(value).strip()
+        m = re.fullmatch(rf"({_NUM})\s*(?:/\s*({_NUM}))?", text)
+        if not m:
+            raise ConfigError(f"cannot read eps {text!r}; write a number (0.0314) or a fraction (8/255)")
+        eps = float(m.group(1))
+        if m.group(2) is not None:
+            den = float(m.group(2))
+            if den == 0:
+                raise ConfigError(f"eps {text!r} divides by zero; write e.g. 8/255")
+            eps /= den
+    if not math.isfinite(eps) or eps < 0:
+        raise ConfigError(f"eps {value!r} must be a finite number >= 0, e.g. 8/255")
+    return eps
+
+
+def format_eps(eps: float) -> str:
+    """Display form: "8/255" when eps*255 is an integer and the decimal would be long, else 4 digits.
+
+    0.2 == 51/255 stays "0.2": a fraction only helps when the decimal is
+    not short (8/255 = 0.03137...).
+    """
+    eps = float(eps)
+    short = f"{eps:.4g}"
+    k = eps * 255
+    if 0 < eps < 1 and abs(k - round(k)) < 1e-6 and Fraction(short) != Fraction(round(k), 255):
+        return f"{round(k)}/255"
+    return short
+
+
+def _pct(x) -> str | None:
+    return None if x is None or pd.isna(x) else f"{100 * float(x):.2f}"
+
+
+def _match_eps(available: list[float], eps: float) -> float | None:
+    for e in available:
+        if abs(e - eps) <= EPS_TOL * max(1.0, abs(eps)):
+            return e
+    return None
+
+
+def select_cell(results, threat_model=None, eps=None) -> tuple[str, float]:
+    """(threat model, eps) to rank at; defaults documented in export_leaderboard."""
+    s = results.summary
+    tms = s["threat_model"].value_counts()
+    if threat_model is None:
+        # most rows; ties broken by name so the choice is stable
+        threat_model = sorted(tms.index, key=lambda t: (-tms[t], t))[0]
+    elif threat_model not in tms.index:
+        raise ConfigError(f"threat model {threat_model!r} is not in the results; "
+                          f"use one of {', '.join(sorted(tms.index))}")
+    d = s[s["threat_model"] == threat_model]
+    available = sorted(d["eps"].unique())
+    if eps is None:
+        models = d["model"].nunique()
+        full = d[d["attack"] == WORST_CASE].groupby("eps")["model"].nunique()
+        common = sorted(full[full == models].index)
+        if not common:
+            raise ConfigError(f"no {threat_model} eps was evaluated for every model; "
+                              f"pass eps, one of {_eps_list(d)}")
+        return threat_model, float(common[-1])
+    found = _match_eps(available, parse_eps(eps))
+    if found is None:
+        raise ConfigError(f"eps {eps} was not evaluated for {threat_model}; "
+                          f"use one of {_eps_list(d)}")
+    return threat_model, float(found)
+
+
+def _eps_list(d: pd.DataFrame) -> str:
+    labels = d.drop_duplicates("eps").sort_values("eps")
+    return ", ".join(f"{lab} ({e:.6g})" if lab != f"{e:.6g}" else lab
+                     for e, lab in zip(labels["eps"], labels["eps_label"]))
+
+
+def leaderboard_frame(results, threat_model=None, eps=None) -> pd.DataFrame:
+    from .report import model_flags
+
+    tm, eps = select_cell(results, threat_model, eps)
+    s = results.summary
+    cell = s[(s["threat_model"] == tm) & ((s["eps"] - eps).abs() <= EPS_TOL * max(1.0, eps))]
+    by_attack = cell.pivot_table(index="model", columns="attack", values="robust_acc",
+                                 aggfunc="first")
+    wc = cell[cell["attack"] == WORST_CASE].set_index("model")
+    models = results.models.set_index("model")
+    flags = model_flags(results)
+    run = results.run
+    date = results.date
+    rows = []
+    for model in results.model_names:
+        m = models.loc[model] if model in models.index else None
+        w = wc.loc[model] if model in wc.index else None
+        srow = s[s["model"] == model].iloc[0]
+
+        def pick(col, *, model_first=True):
+            for src in ((m, w, srow) if model_first else (w, m, srow)):
+                if src is not None and col in src.index and not pd.isna(src[col]):
+                    return src[col]
+            return None
+
+        def acc(attack):
+            if attack in by_attack.columns and model in by_attack.index:
+                return by_attack.at[model, attack]
+            return float("nan")
+
+        rows.append({
+            "model": model, "variant": pick("variant"), "architecture": pick("arch"),
+            "dataset": pick("dataset"), "threat_model": tm, "eps": float(eps),
+            "eps_label": results.eps_labels.get((tm, eps), format_eps(eps)),
+            "clean_acc": pick("clean_acc"), "robust_acc": acc(WORST_CASE),
+            "autoattack_acc": acc("autoattack"), "pgd_acc": acc("pgd"), "fgsm_acc": acc("fgsm"),
+            "n_examples": pick("n", model_first=False), "params": pick("params"),
+            "trainable_params": pick("trainable_params"), "train_seed": pick("train_seed"),
+            "eval_seed": pick("eval_seed", model_first=False),
+            "flags": ";".join(flags.get(model, [])),
+            "code_version": pick("code_version", model_first=False) or run.get("code_version"),
+            "date": date,
+        })
+    df = pd.DataFrame(rows)
+    # Highest worst-case accuracy first; ties by clean accuracy, then name (stable output).
+    df = df.sort_values(["robust_acc", "clean_acc", "model"], ascending=[False, False, True],
+                        na_position="last", kind="mergesort").reset_index(drop=True)
+    df["rank"] = df["robust_acc"].rank(method="min", ascending=False).astype("Int64")
+    for col in ("n_examples", "params", "trainable_params", "train_seed", "eval_seed"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    for col in ("clean_acc", "robust_acc", "autoattack_acc", "pgd_acc", "fgsm_acc"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    return df[list(LEADERBOARD_COLUMNS)]
+
+
+def export_leaderboard(results_dir, out_csv, threat_model=None, eps=None) -> pd.DataFrame:
+    """Write a leaderboard CSV (one row per model, LEADERBOARD_COLUMNS) and return it.
+
+    Ranked by ``robust_acc``: worst case over attacks at (threat_model, eps).
+    Defaults: the threat model with most summary rows, and its largest eps
+    evaluated for every model. ``eps`` may be a float or a string ("8/255").
+    Models lacking that cell keep a row with empty robust_acc and rank.
+    """
+    from .report import load_results
+
+    results = load_results(results_dir)
+    df = leaderboard_frame(results, threat_model, eps)
+    out_csv = Path(out_csv)
+    _atomic_write(out_csv, lambda f: df.to_csv(f, index=False), newline="")
+    return df
+
+
+def robustbench_entries(results, threat_model, eps) -> dict[str, dict]:
+    from .report import model_flags
+
+    board = leaderboard_frame(results, threat_model, eps)
+    run = results.run
+    meta = run.get("robustbench", {}) if isinstance(run.get("robustbench"), dict) else {}
+    flags = model_flags(results)
+    entries = {}
+    for row in board.itertuples(index=False):
+        notes = []
+        if pd.notna(row.autoattack_acc):
+            aa = row.autoattack_acc
+        else:
+            aa = row.robust_acc
+            notes.append("AutoAttack was not run: autoattack_acc is the worst case over "
+                         "the attacks run by robustmix.")
+        if flags.get(row.model):
+            notes.append("Diagnostics flagged: " + ", ".join(flags[row.model]) + ".")
+        if pd.isna(row.robust_acc):
+            notes.append("This model was not evaluated at this eps.")
+        entry = {
+            "link": meta.get("link", ""),
+            "name": row.model,
+            "authors": meta.get("authors", ""),
+            "additional_data": bool(meta.get("additional_data", False)),
+            "number_forward_passes": int(meta.get("number_forward_passes", 1)),
+            "dataset": str(row.dataset or "").lower(),
+            "venue": meta.get("venue", "N/A"),
+            "architecture": row.architecture,
+            "eps": row.eps_label,
+            "clean_acc": _pct(row.clean_acc),
+            # "reported" is the number the authors claim; for a robustmix run that is its own
+            # headline number, the worst case over all attacks.
+            "reported": _pct(row.robust_acc),
+            "autoattack_acc": _pct(aa),
+            # RobustBench ranks by "external" when present: the strongest evaluation known.
+            "external": _pct(row.robust_acc),
+            "unreliable": bool(flags.get(row.model)),
+            "footnote": "<br>".join(notes) if notes else None,
+        }
+        entries[row.model] = {k: entry[k] for k in ROBUSTBENCH_FIELDS}
+    return entries
+
+
+def export_robustbench(results_dir, out_dir, threat_model, eps) -> list[Path]:
+    """Write <out_dir>/<model_slug>.json, one RobustBench model_info entry per model.
+
+    Accuracies are percentage strings with 2 decimals ("59.53"); eps is the
+    display label ("8/255"). ``unreliable`` is true when diagnostics flagged
+    the model. Files are written in a temporary directory next to out_dir and
+    moved in, each with an atomic replace.
+    """
+    from .report import load_results
+    from .spectrum import model_slug
+
+    results = load_results(results_dir)
+    entries = robustbench_entries(results, threat_model, eps)
+    out_dir = Path(out_dir)
+    tmp = _tmp_dir_next_to(out_dir)
+    try:
+        names = []
+        for model, entry in entries.items():
+            name = f"{model_slug(model)}.json"
+            (tmp / name).write_text(json.dumps(entry, indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+            names.append(name)
+        if not out_dir.exists():
+            os.rename(tmp, out_dir)
+        else:
+            for name in names:
+                os.replace(tmp / name, out_dir / name)
+    except OSError as exc:
+        raise StoreError(f"cannot write RobustBench JSON to {out_dir}: {exc.strerror or exc}; "
+                         "pass a writable directory") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [out_dir / n for n in names]
+
+
+def _tmp_dir_next_to(target: Path) -> Path:
+    """A fresh temp dir in target's parent (same filesystem, so rename is atomic)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as exc:
+        raise StoreError(f"cannot write to {target}: {exc.strerror or exc} at {target.parent}; "
+                         "pass a path in a writable directory") from None
+
+
+def _atomic_write(path: Path, write, newline=None) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory; pass a file path such as {path / 'leaderboard.csv'}")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; "
+                         "pass a path in a writable directory") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+            write(f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; "
+                         "pass a path in a writable directory") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

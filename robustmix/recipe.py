@@ -1,0 +1,111 @@
+"""Training recipes: TOML files in zoo/, parsed strictly into dataclasses.
+
+A recipe trains every (variant x seed) it lists. Defaults below follow the
+reference ConvMixer CIFAR-10 recipe (AdamW, lr 0.01, wd 0.01, piecewise-linear
+one-cycle schedule), scaled down only where a recipe says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .config import from_dict, load_toml
+from .errors import ConfigError
+from .variants import parse_variant, resolve_variant
+
+AUGMENTATIONS = ("random-crop", "hflip")
+
+
+@dataclass
+class DataSection:
+    name: str = "fashion-mnist"
+    root: str | None = None            # default: $ROBUSTMIX_DATA or ./data
+    download: bool = False             # only where there is internet
+    train_subset: int | None = None    # seeded subset of the train split, for CPU-sized runs
+    subset_seed: int = 0
+
+
+@dataclass
+class ModelSection:
+    name: str = "convmixer_64_4_ks5_p2"
+    args: dict = field(default_factory=dict)   # overrides of the registered defaults
+
+
+@dataclass
+class OptimSection:
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 0.01                   # peak LR of the one-cycle schedule (ConvMixer CIFAR recipe)
+    weight_decay: float = 0.01
+    momentum: float = 0.9              # sgd only
+    grad_clip: float | None = 1.0      # the ConvMixer recipe clips gradient norm at 1
+    label_smoothing: float = 0.0
+
+    def validate(self, where):
+        if self.lr <= 0:
+            raise ConfigError(f"{where}.lr: must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{where}.weight_decay: must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class ScheduleSection:
+    # onecycle: piecewise linear 0 -> lr at 2/5 of training -> lr/20 at 4/5 -> 0.
+    name: Literal["onecycle", "cosine", "constant"] = "onecycle"
+
+
+@dataclass
+class Recipe:
+    name: str
+    task: Literal["classify"] = "classify"
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    variants: list[str | dict] = field(default_factory=lambda: ["full"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    epochs: int = 25
+    batch_size: int = 512
+    eval_batch_size: int = 1000
+    optimizer: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    augment: list[str] = field(default_factory=list)
+    device: str = "auto"               # auto picks cuda when present
+    description: str = ""
+
+    def validate(self, where):
+        if self.epochs < 0:
+            raise ConfigError(f"epochs: must be >= 0, got {self.epochs}")
+        if self.batch_size <= 0 or self.eval_batch_size <= 0:
+            raise ConfigError("batch_size: must be > 0")
+        if not self.seeds:
+            raise ConfigError("seeds: list at least one seed")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ConfigError(f"name: must be a plain name without '/', got {self.name!r}")
+        for aug in self.augment:
+            if aug not in AUGMENTATIONS:
+                raise ConfigError(f"augment: unknown augmentation '{aug}'; choose from {', '.join(AUGMENTATIONS)}")
+        self.variant_list()  # validates every variant
+
+    def variant_list(self) -> list[tuple[str, dict]]:
+        """Variants as (name, params with defaults), accepting "chans",
+        "smooth:sigma=2" or {variant = "smooth", sigma = 2}."""
+        out = []
+        for i, item in enumerate(self.variants):
+            if isinstance(item, str):
+                name, params = parse_variant(item)
+            else:
+                params = dict(item)
+                name = params.pop("variant", None)
+                if not isinstance(name, str):
+                    raise ConfigError(f"variants[{i}]: a table needs variant = \"NAME\", got {item!r}")
+            out.append((name, resolve_variant(name, params)))
+        return out
+
+
+def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
+    """Parse a recipe file; ``overrides`` (from CLI flags) replace top-level keys."""
+    data = load_toml(path)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    data.setdefault("name", Path(path).stem)
+    return from_dict(Recipe, data)

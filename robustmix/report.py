@@ -1,0 +1,606 @@
+"""Self-contained HTML report of a result store (layout: robustmix/schema.py).
+
+``write_report(results_dir, out_dir)`` writes::
+
+    out_dir/index.html          opens from disk, no network: inline CSS, relative links
+    out_dir/figures/*.png|svg   curves, worst case, one filter-bank figure per model
+    out_dir/data/               copies of summary.csv/.parquet, models.csv, diagnostics.csv, run.json
+
+Everything is built in a temporary directory next to out_dir and renamed
+into place, so an error leaves no half-written report. Every name from the
+store goes through html.escape.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import html
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import schema
+from .errors import StoreError
+from .export import EPS_TOL, format_eps
+from .schema import WORST_CASE
+from .spectrum import model_slug
+
+# Columns the report and export cannot do without; the others of
+# schema.SUMMARY_COLUMNS are shown when present.
+REQUIRED_SUMMARY = ("model", "variant", "arch", "dataset", "threat_model", "attack", "eps",
+                    "robust_acc")
+MARKER = ".robustmix-report"  # marks out_dir as ours, so a re-run may replace it
+
+
+@dataclasses.dataclass
+class Results:
+    root: Path
+    summary: pd.DataFrame        # SUMMARY_COLUMNS, plus derived worst-case rows if absent
+    models: pd.DataFrame         # MODEL_COLUMNS (may be empty)
+    diagnostics: pd.DataFrame    # DIAGNOSTIC_COLUMNS (may be empty)
+    run: dict
+    model_names: list[str]       # in store order
+    eps_labels: dict             # (threat_model, eps) -> display label
+    date: str | None             # when the run finished (run.json, else summary mtime)
+
+
+def _store_error(msg: str) -> StoreError:
+    return StoreError(msg)
+
+
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except Exception as exc:  # pyarrow/pandas raise many types for a corrupt file
+        raise _store_error(f"cannot read {what} {path}: {type(exc).__name__}; "
+                           "re-run `robustmix eval` to rebuild the result store") from None
+
+
+def load_results(results_dir) -> Results:
+    """Read and validate a result store; every problem is a one-line StoreError."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise _store_error(f"results dir {root} does not exist or is not a directory; "
+                           "pass the directory written by `robustmix eval`")
+    if not any(root.iterdir()):
+        raise _store_error(f"results dir {root} is empty; run `robustmix eval` into it first")
+    marker = root / "store.json"
+    if not marker.is_file():
+        raise _store_error(f"{root} has no store.json, so it is not a robustmix result store; "
+                           "pass the directory written by `robustmix eval`")
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise _store_error(f"{marker} is not valid JSON; re-run `robustmix eval` to rewrite it") from None
+    if not isinstance(meta, dict) or meta.get("format") != schema.STORE_FORMAT:
+        raise _store_error(f"{marker} does not mark a robustmix result store; "
+                           "pass the directory written by `robustmix eval`")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > schema.STORE_VERSION:
+        raise _store_error(f"{root} has store version {version!r}, newer than this robustmix "
+                           f"reads ({schema.STORE_VERSION}); upgrade robustmix")
+
+    path = root / "summary.parquet"
+    if not path.is_file():
+        path = root / "summary.csv"
+    if not path.is_file():
+        raise _store_error(f"{root} has no summary.parquet or summary.csv; "
+                           "re-run `robustmix eval` to finish the store")
+    summary = _read_table(path, "summary")
+    missing = [c for c in REQUIRED_SUMMARY if c not in summary.columns]
+    if missing:
+        raise _store_error(f"{path} lacks column(s) {', '.join(missing)}; "
+                           "re-run `robustmix eval` with this robustmix version to rebuild it")
+    if summary.empty:
+        raise _store_error(f"{path} has no rows; run `robustmix eval` to completion first")
+    summary = _normalise_summary(summary)
+
+    models = _optional_table(root / "models.csv", schema.MODEL_COLUMNS)
+    diagnostics = _optional_table(root / "diagnostics.csv", schema.DIAGNOSTIC_COLUMNS)
+    run = {}
+    if (root / "run.json").is_file():
+        try:
+            run = json.loads((root / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise _store_error(f"{root / 'run.json'} is not valid JSON; "
+                               "re-run `robustmix eval` to rewrite it") from None
+        run = run if isinstance(run, dict) else {"run": run}
+
+    names = list(dict.fromkeys(list(summary["model"]) + list(models.get("model", []))))
+    labels = {(t, e): lab for t, e, lab in
+              summary[["threat_model", "eps", "eps_label"]].drop_duplicates().itertuples(index=False)}
+    date = next((str(run[k]) for k in ("date", "finished", "finished_at", "end", "started")
+                 if run.get(k)), None)
+    if date is None:
+        date = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat(
+            timespec="seconds")
+    return Results(root, summary, models, diagnostics, run, names, labels, date)
+
+
+def _optional_table(path: Path, columns) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame(columns=list(columns))
+    df = _read_table(path, path.stem)
+    if df.empty:
+        return pd.DataFrame(columns=list(columns))
+    if "model" not in df.columns:
+        raise _store_error(f"{path} lacks column model; re-run `robustmix eval` to rebuild it")
+    df["model"] = df["model"].astype(str)
+    return df
+
+
+def _normalise_summary(s: pd.DataFrame) -> pd.DataFrame:
+    s = s.copy()
+    for col in ("model", "variant", "arch", "dataset", "threat_model", "attack"):
+        s[col] = s[col].astype(str)
+    s["eps"] = pd.to_numeric(s["eps"], errors="coerce")
+    s["robust_acc"] = pd.to_numeric(s["robust_acc"], errors="coerce")
+    if s["eps"].isna().any():
+        raise _store_error("summary has non-numeric eps values; re-run `robustmix eval` to rebuild it")
+    # Snap eps values that differ only by CSV rounding onto one value per threat model.
+    for tm, idx in s.groupby("threat_model").groups.items():
+        vals = np.sort(s.loc[idx, "eps"].unique())
+        canon = {}
+        for v in vals:
+            prev = next((c for c in canon.values() if abs(c - v) <= EPS_TOL * max(1.0, v)), None)
+            canon[v] = v if prev is None else prev
+        s.loc[idx, "eps"] = s.loc[idx, "eps"].map(canon)
+    for col in ("ci_low", "ci_high", "clean_acc", "n", "n_robust", "eval_seed", "train_seed",
+                "code_version"):
+        if col not in s.columns:
+            s[col] = np.nan
+    if "eps_label" not in s.columns:
+        s["eps_label"] = None
+    s["eps_label"] = [lab if isinstance(lab, str) and lab else format_eps(e)
+                      for lab, e in zip(s["eps_label"], s["eps"])]
+    # Worst case = per-eps minimum over attacks; derive rows the store lacks.
+    have = set(map(tuple, s.loc[s["attack"] == WORST_CASE, ["model", "threat_model", "eps"]]
+                   .itertuples(index=False)))
+    att = s[s["attack"] != WORST_CASE].dropna(subset=["robust_acc"])
+    if len(att):
+        mins = att.loc[att.groupby(["model", "threat_model", "eps"])["robust_acc"].idxmin()]
+        add = mins[[(m, t, e) not in have for m, t, e in
+                    mins[["model", "threat_model", "eps"]].itertuples(index=False)]].copy()
+        if len(add):
+            add["attack"] = WORST_CASE
+            s = pd.concat([s, add], ignore_index=True)
+    return s
+
+
+# ----------------------------------------------------------------------------- analysis
+
+def model_flags(results: Results) -> dict[str, list[str]]:
+    d = results.diagnostics
+    if d.empty or "flag" not in d.columns:
+        return {}
+    out: dict[str, list[str]] = {}
+    for model, flag in d[["model", "flag"]].dropna().itertuples(index=False):
+        out.setdefault(str(model), [])
+        if str(flag) not in out[str(model)]:
+            out[str(model)].append(str(flag))
+    return out
+
+
+def missing_cells(summary: pd.DataFrame) -> pd.DataFrame:
+    """(model, threat_model, attack, eps) cells other models have but this one lacks.
+
+    The expected grid of a threat model is every attack run for any model x
+    every eps evaluated for any model, so a model that skipped a whole
+    threat model is partial too.
+    """
+    att = summary[summary["attack"] != WORST_CASE]
+    have = set(map(tuple, att[["model", "threat_model", "attack", "eps"]].itertuples(index=False)))
+    rows = []
+    for tm, d in att.groupby("threat_model"):
+        attacks, eps = sorted(d["attack"].unique()), sorted(d["eps"].unique())
+        for model in summary["model"].unique():
+            rows += [(model, tm, a, e) for a in attacks for e in eps if (model, tm, a, e) not in have]
+    return pd.DataFrame(rows, columns=["model", "threat_model", "attack", "eps"])
+
+
+def auc(d: pd.DataFrame) -> float:
+    """Area under robust accuracy vs eps (trapezoid), divided by the eps range: in [0, 1]."""
+    d = d.dropna(subset=["robust_acc"]).sort_values("eps")
+    if len(d) == 0:
+        return math.nan
+    if len(d) == 1:
+        return float(d["robust_acc"].iloc[0])
+    x, y = d["eps"].to_numpy(float), d["robust_acc"].to_numpy(float)
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / (x[-1] - x[0]))
+
+
+def headline(results: Results) -> str:
+    """One sentence (HTML) naming the most robust model at the most telling eps.
+
+    Telling eps: the eps > 0 of the main threat model (most rows), evaluated
+    for every model, where worst-case accuracies spread most. With one model
+    there is nothing to compare, so its accuracy at that eps is stated.
+    """
+    s = results.summary
+    wc = s[s["attack"] == WORST_CASE]
+    if wc.empty:
+        return "No worst-case rows to compare."
+    tm = wc["threat_model"].value_counts().sort_index().idxmax()
+    d = wc[(wc["threat_model"] == tm) & (wc["eps"] > 0)]
+    n_models = d["model"].nunique()
+    per_eps = d.groupby("eps")
+    full = [e for e, g in per_eps if g["model"].nunique() == n_models]
+    if not full:
+        return f"No {esc(tm)} eps > 0 was evaluated for every model; see the table."
+    spread = {e: per_eps.get_group(e)["robust_acc"].max() - per_eps.get_group(e)["robust_acc"].min()
+              for e in full}
+    eps = max(full, key=lambda e: (spread[e], -e))
+    g = per_eps.get_group(eps).sort_values("robust_acc", ascending=False)
+    label = esc(results.eps_labels.get((tm, eps), format_eps(eps)))
+    best = g.iloc[0]
+
+    def who(r):
+        return f"<b>{esc(r['model'])}</b> (variant {esc(r['variant'])})"
+
+    def val(r):
+        return f"{_pct(r['robust_acc'])} [95% CI {_pct(r['ci_low'])}–{_pct(r['ci_high'])}]"
+
+    raised = model_flags(results).get(best["model"])
+    caveat = (f" Caution: diagnostics flagged {esc(best['model'])} ({esc(', '.join(raised))}), "
+              "so its number may overstate its robustness." if raised else "")
+    if len(g) == 1:
+        return (f"At {esc(tm)} eps = {label}, {who(best)} keeps {val(best)} worst-case robust "
+                f"accuracy.{caveat}")
+    overlapping = g.iloc[1:][g.iloc[1:]["ci_high"] >= best["ci_low"]]
+    if overlapping.empty:
+        second = g.iloc[1]
+        return (f"At {esc(tm)} eps = {label} (where the models differ most), {who(best)} is the "
+                f"most robust: {val(best)} worst-case robust accuracy, and its 95% CI clears the "
+                f"runner-up {who(second)} at {val(second)}.{caveat}")
+    others = ", ".join(f"{esc(r['model'])} ({_pct(r['robust_acc'])})"
+                       for _, r in overlapping.head(5).iterrows())
+    more = f" and {len(overlapping) - 5} more" if len(overlapping) > 5 else ""
+    return (f"At {esc(tm)} eps = {label} (where the models differ most), {who(best)} has the "
+            f"highest worst-case robust accuracy, {val(best)}, but its 95% CI overlaps with "
+            f"{others}{more}: with this many examples the data do not establish which is "
+            f"more robust.{caveat}")
+
+
+# ----------------------------------------------------------------------------- HTML helpers
+
+def esc(x) -> str:
+    return html.escape("" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x),
+                       quote=True)
+
+
+def _pct(x) -> str:
+    return "—" if x is None or pd.isna(x) else f"{100 * float(x):.1f}%"
+
+
+def _int(x) -> str:
+    return "—" if x is None or pd.isna(x) else f"{int(x):,}"
+
+
+def _img(paths: dict, alt: str, base: Path) -> str:
+    png = paths["png"].relative_to(base).as_posix()
+    svg = paths["svg"].relative_to(base).as_posix()
+    return (f'<figure><a href="{esc(svg)}"><img src="{esc(png)}" alt="{esc(alt)}" '
+            f'loading="eager"></a><figcaption>{esc(alt)} · '
+            f'<a href="{esc(png)}">PNG</a> · <a href="{esc(svg)}">SVG</a></figcaption></figure>')
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+margin:0 auto;max-width:1500px;padding:1rem 2rem;color:#1b1b1b;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+nav a{margin-right:1rem}.headline{background:#eef5ff;border-left:4px solid #2b6cb0;padding:.6rem 1rem}
+dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}dl.kv dt{font-weight:600}
+dl.kv dd{margin:0;overflow-wrap:anywhere}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}th,td{border:1px solid #ddd;padding:.25rem .5rem}
+th{background:#f4f4f4;position:sticky;top:0}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.missing{color:#999;background:#fafafa;text-align:center}.scroll{overflow-x:auto;max-width:100%}
+.badge{display:inline-block;border-radius:.6rem;padding:0 .5rem;font-size:.75rem;font-weight:600;margin:0 .15rem}
+.partial{background:#fff3cd;color:#7a5a00;border:1px solid #e6c65c}
+.flag{background:#fde2e1;color:#9b1c1c;border:1px solid #f5a5a3}
+tr.flagged td:first-child{border-left:4px solid #d9534f}
+figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.8rem;color:#555}img.broken{outline:4px solid red}
+.note{color:#555;font-size:.85rem}pre{background:#f7f7f7;padding:.5rem;overflow-x:auto;font-size:.8rem}
+#image-status.bad{color:#b00;font-weight:700}
+"""
+
+# Marks images that failed to load with a red outline and records the count on
+# <body data-images-ok/-total/-broken>: a reader sees a broken figure at once,
+# and the browser test reads the same attributes.
+IMAGE_CHECK_JS = """
+window.addEventListener('load', function () {
+  var imgs = document.images, ok = 0, broken = [];
+  for (var i = 0; i < imgs.length; i++) {
+    var im = imgs[i];
+    if (im.complete && im.naturalWidth > 0) { ok++; } else {
+      broken.push(im.getAttribute('src')); im.classList.add('broken'); }
+  }
+  var b = document.body;
+  b.setAttribute('data-images-total', String(imgs.length));
+  b.setAttribute('data-images-ok', String(ok));
+  b.setAttribute('data-images-broken', broken.join(' '));
+  var el = document.getElementById('image-status');
+  if (el && broken.length) { el.textContent = broken.length + ' figure(s) failed to load: ' +
+                             broken.join(', '); el.className = 'bad'; }
+});
+"""
+
+
+# ----------------------------------------------------------------------------- report
+
+def write_report(results_dir, out_dir) -> Path:
+    """Write the HTML report of ``results_dir`` into ``out_dir``; return index.html's path."""
+    results = load_results(results_dir)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"report path {out} is a file; pass a directory path")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise StoreError(f"{out} exists and is not a robustmix report; "
+                         "pass a new or empty directory so nothing of yours is replaced")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the report should be shareable
+    except OSError as exc:
+        raise StoreError(f"cannot write the report to {out}: {exc.strerror or exc}; "
+                         "pass a directory path whose parent is a writable directory") from None
+    try:
+        _build(results, tmp)
+        (tmp / MARKER).write_text("robustmix report\n")
+        _move_into_place(tmp, out)
+    except OSError as exc:
+        raise StoreError(f"cannot write the report to {out}: {exc.strerror or exc}; "
+                         "pass a writable directory") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / "index.html"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, old / "report")
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if old is not None:  # put the previous report back
+            os.rename(old / "report", out)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(results: Results, base: Path) -> None:
+    from . import figures  # matplotlib/seaborn only when a report is written
+
+    from .spectrum import envelope_coverage, spectral_envelope
+
+    fig_dir = base / "figures"
+    data_dir = base / "data"
+    fig_dir.mkdir()
+    data_dir.mkdir()
+    s = results.summary
+    miss = missing_cells(s)
+    partial = set(miss["model"])
+    flags = model_flags(results)
+
+    parts = [f"<h1>robustmix report — {esc(', '.join(sorted(s['dataset'].unique())))}</h1>",
+             '<nav><a href="#summary">Summary</a><a href="#curves">Curves</a>'
+             '<a href="#table">Table</a><a href="#diagnostics">Diagnostics</a>'
+             '<a href="#banks">Filter banks</a><a href="#provenance">Provenance</a></nav>',
+             '<p id="image-status" class="note"></p>']
+    parts.append(_summary_html(results, partial, flags))
+
+    parts.append('<h2 id="curves">Robustness curves</h2>')
+    parts.append('<p class="note">Robust accuracy against each attack (one colour per variant, one '
+                 'line style per attack; shaded: 95% CI), faceted by threat model (columns) and '
+                 'architecture (rows). Models marked partial lack some (attack, eps) cells.</p>')
+    if (s["attack"] != WORST_CASE).any():
+        parts.append(_img(figures.curves_figure(s, fig_dir), "Robust accuracy by attack", base))
+    parts.append(_img(figures.worst_case_figure(s, fig_dir, partial),
+                      "Worst case over attacks, per model", base))
+
+    parts.append(_table_html(results, partial, flags, miss))
+    parts.append(_diagnostics_html(results, flags))
+
+    parts.append('<h2 id="banks">Spatial filter banks</h2>')
+    parts.append('<p class="note">The first block\'s spatial filters (each scaled to its own '
+                 'max |w|; red positive, blue negative), their spectral envelope (element-wise '
+                 'max of |DFT| over the bank, zero-padded to 32x32, DC at the centre) and the '
+                 'fraction of frequencies the envelope covers at half the mean per-filter peak '
+                 'gain as filters are added.</p>')
+    n_banks = 0
+    for model in results.model_names:
+        path = results.root / "banks" / f"{model_slug(model)}.npy"
+        if not path.is_file():
+            continue
+        try:
+            bank = np.load(path, allow_pickle=False).astype(np.float32)
+            env, cov = spectral_envelope(bank), envelope_coverage(bank)
+        except Exception as exc:  # a bad bank file must not sink the whole report
+            parts.append(f"<p>{esc(model)}: cannot read {esc(path.name)} ({esc(exc)}).</p>")
+            continue
+        stem = f"bank_{model_slug(model)}"
+        parts.append(f"<h3>{esc(model)}</h3><p class='note'>{bank.shape[0]} filters, coverage "
+                     f"{cov['coverage'].iloc[-1]:.0%} of the frequency plane.</p>")
+        parts.append(_img(figures.bank_figure(bank, env, cov, fig_dir, stem, f"{model}"),
+                          f"Filter bank and spectral envelope of {model}", base))
+        n_banks += 1
+    if not n_banks:
+        parts.append("<p>No filter banks in this store (banks/ is empty or absent).</p>")
+
+    parts.append(_provenance_html(results, data_dir, base))
+    body = "\n".join(parts)
+    title = f"robustmix report — {', '.join(sorted(s['dataset'].unique()))}"
+    doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+           f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+           f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n"
+           f"<script>{IMAGE_CHECK_JS}</script>\n</body></html>\n")
+    (base / "index.html").write_text(doc, encoding="utf-8")
+
+
+def _summary_html(results: Results, partial: set, flags: dict) -> str:
+    s = results.summary
+    run = results.run
+    att = sorted(a for a in s["attack"].unique() if a != WORST_CASE)
+    eps_desc = "; ".join(
+        f"{esc(tm)}: " + ", ".join(esc(lab) for lab in
+                                  d.drop_duplicates("eps").sort_values("eps")["eps_label"])
+        for tm, d in sorted(s.groupby("threat_model"), key=lambda kv: _tm_key(kv[0])))
+    ns = sorted({int(x) for x in s["n"].dropna()})
+    eval_seeds = sorted({str(x) for x in s["eval_seed"].dropna()})
+    train_seeds = sorted({str(x) for x in s["train_seed"].dropna()})
+    rows = [
+        ("Data set", ", ".join(sorted(s["dataset"].unique()))),
+        ("Models", f"{len(results.model_names)}: " + ", ".join(results.model_names)),
+        ("Attacks", ", ".join(att) + f" (+ {WORST_CASE}: per-eps minimum over them)"),
+        ("Threat models / eps", None),
+        ("Examples (n)", ", ".join(map(str, ns)) or "—"),
+        ("Seeds", f"eval {', '.join(eval_seeds) or '—'}; train {', '.join(train_seeds) or '—'}"
+                  + (f"; run.json: {json.dumps(run['seeds'])}" if "seeds" in run else "")),
+    ]
+    items = "".join(f"<dt>{esc(k)}</dt><dd>{eps_desc if v is None else esc(v)}</dd>"
+                    for k, v in rows)
+    notes = []
+    if partial:
+        notes.append(f'<p><span class="badge partial">partial</span> {len(partial)} model(s) lack '
+                     f"some (attack, eps) cells: {esc(', '.join(sorted(partial)))}.</p>")
+    if flags:
+        notes.append(f'<p><span class="badge flag">flagged</span> diagnostics raised flags for '
+                     f"{esc(', '.join(sorted(flags)))}; see <a href=\"#diagnostics\">Diagnostics"
+                     "</a> before trusting their numbers.</p>")
+    return (f'<h2 id="summary">Summary</h2><p class="headline">{headline(results)}</p>'
+            f'<dl class="kv">{items}</dl>' + "".join(notes))
+
+
+def _table_html(results: Results, partial: set, flags: dict, miss: pd.DataFrame) -> str:
+    s = results.summary
+    models = results.models.set_index("model") if len(results.models) else pd.DataFrame()
+    out = ['<h2 id="table">Results table</h2>',
+           '<p class="note">Robust accuracy is the worst case over attacks at each eps '
+           "(hover a cell for its 95% CI). AUC: area under that curve (trapezoid over eps) "
+           "divided by the eps range, so 1.0 means robust everywhere; for a partial model it "
+           "covers only the eps it has.</p>"]
+    wc = s[s["attack"] == WORST_CASE]
+    for tm in sorted(s["threat_model"].unique(), key=_tm_key):
+        d = wc[wc["threat_model"] == tm]
+        eps_vals = sorted(s.loc[s["threat_model"] == tm, "eps"].unique())
+        head = "".join(f"<th>{esc(results.eps_labels.get((tm, e), format_eps(e)))}</th>"
+                       for e in eps_vals)
+        out.append(f"<h3>{esc(tm)}</h3><div class='scroll'><table><thead><tr><th>model</th>"
+                   f"<th>variant</th><th>arch</th><th>clean acc</th>{head}<th>AUC</th>"
+                   f"<th>params</th><th>trainable</th><th>status</th></tr></thead><tbody>")
+        for model in results.model_names:
+            md = d[d["model"] == model]
+            row_s = s[s["model"] == model]
+            if row_s.empty:
+                continue
+            m = models.loc[model] if model in models.index else None
+            clean = m["clean_acc"] if m is not None and "clean_acc" in m.index else row_s["clean_acc"].iloc[0]
+            cells = []
+            for e in eps_vals:
+                hit = md[md["eps"] == e]
+                if hit.empty:
+                    cells.append('<td class="missing" title="not evaluated">—</td>')
+                else:
+                    r = hit.iloc[0]
+                    cells.append(f'<td class="num" title="95% CI {_pct(r["ci_low"])}–'
+                                 f'{_pct(r["ci_high"])}">{_pct(r["robust_acc"])}</td>')
+            status = []
+            n_miss = int(((miss["model"] == model) & (miss["threat_model"] == tm)).sum())
+            if n_miss:
+                status.append(f'<span class="badge partial" title="{n_miss} (attack, eps) cells '
+                              f'missing">partial</span>')
+            status += [f'<span class="badge flag">{esc(f)}</span>' for f in flags.get(model, [])]
+            variant = row_s["variant"].iloc[0]
+            arch = row_s["arch"].iloc[0]
+            params = m["params"] if m is not None and "params" in m.index else None
+            train = m["trainable_params"] if m is not None and "trainable_params" in m.index else None
+            cls = ' class="flagged"' if model in flags else ""
+            out.append(f"<tr{cls}><td>{esc(model)}</td><td>{esc(variant)}</td><td>{esc(arch)}</td>"
+                       f"<td class='num'>{_pct(clean)}</td>{''.join(cells)}"
+                       f"<td class='num'>{'—' if md.empty else f'{auc(md):.3f}'}</td>"
+                       f"<td class='num'>{_int(params)}</td><td class='num'>{_int(train)}</td>"
+                       f"<td>{''.join(status) or 'complete'}</td></tr>")
+        out.append("</tbody></table></div>")
+    return "\n".join(out)
+
+
+def _diagnostics_html(results: Results, flags: dict) -> str:
+    out = ['<h2 id="diagnostics">Diagnostics</h2>']
+    d = results.diagnostics
+    if not flags:
+        out.append("<p>No diagnostic flags were raised.</p>")
+    else:
+        out.append("<table><thead><tr><th>model</th><th>flag</th><th>detail</th><th>what it means"
+                   "</th></tr></thead><tbody>")
+        detail = d["detail"] if "detail" in d.columns else pd.Series([None] * len(d))
+        for model, flag, det in zip(d["model"], d["flag"], detail):
+            if pd.isna(flag):
+                continue
+            meaning = schema.DIAGNOSTIC_FLAGS.get(str(flag),
+                                                  "Unknown flag (no description in this version).")
+            out.append(f'<tr class="flagged"><td>{esc(model)}</td><td><span class="badge flag">'
+                       f"{esc(flag)}</span></td><td>{esc(det)}</td><td>{esc(meaning)}</td></tr>")
+        out.append("</tbody></table>")
+    out.append("<details><summary>All diagnostic flags</summary><dl class='kv'>" + "".join(
+        f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in schema.DIAGNOSTIC_FLAGS.items())
+        + "</dl></details>")
+    return "\n".join(out)
+
+
+def _provenance_html(results: Results, data_dir: Path, base: Path) -> str:
+    root = results.root
+    links = []
+    # Copies make the links work when the report directory is moved or archived.
+    for name in ("summary.csv", "summary.parquet", "models.csv", "diagnostics.csv", "run.json"):
+        if (root / name).is_file():
+            shutil.copy2(root / name, data_dir / name)
+            links.append(f'<li><a href="data/{esc(name)}">{esc(name)}</a></li>')
+    ex = sorted((root / "examples").glob("*.parquet")) if (root / "examples").is_dir() else []
+    if ex:
+        uri = (root / "examples").resolve().as_uri()
+        links.append(f'<li>per-example rows: {len(ex)} parquet file(s) in <a href="{esc(uri)}">'
+                     f"{esc(root / 'examples')}</a> (not copied: they can be large)</li>")
+    run = results.run
+    rows = []
+    for key in ("spec", "seeds", "code_version", "versions", "device", "seconds", "started",
+                "finished", "date"):
+        if key in run:
+            rows.append((key, run[key]))
+    rows += [(k, v) for k, v in run.items() if k not in dict(rows)]
+    items = "".join(
+        f"<dt>{esc(k)}</dt><dd>{_fmt_value(k, v)}</dd>" for k, v in rows)
+    return (f'<h2 id="provenance">Provenance</h2><p>Results directory: <code>{esc(root.resolve())}'
+            f"</code></p><dl class='kv'>{items or '<dt>run.json</dt><dd>absent</dd>'}</dl>"
+            f"<h3>Data files</h3><ul>{''.join(links)}</ul>")
+
+
+def _tm_key(tm: str) -> tuple:
+    return ({"Linf": 0, "L2": 1}.get(tm, 2), tm)  # Linf first, as in schema.THREAT_MODELS
+
+
+def _fmt_value(key: str, v) -> str:
+    if key == "seconds" and isinstance(v, (int, float)):
+        return esc(f"{v:,.0f} s ({v / 3600:.2f} h)" if v >= 3600 else f"{v:,.1f} s")
+    if isinstance(v, (dict, list)):
+        return f"<pre>{esc(json.dumps(v, indent=2, default=str))}</pre>"
+    return esc(v)

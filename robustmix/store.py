@@ -1,0 +1,171 @@
+"""The checkpoint store: where trained models are registered.
+
+Layout (default root ``zoo/store``, or ``$ROBUSTMIX_ZOO``)::
+
+    ROOT/<recipe>/<variant-tag>-s<seed>/weights.safetensors
+    ROOT/<recipe>/<variant-tag>-s<seed>/meta.json      # written last: the commit marker
+    ROOT/.partial/<recipe>/<variant-tag>-s<seed>/state.pt   # resume state while training
+
+Weights are safetensors (loading cannot execute code); ``meta.json`` makes a
+checkpoint self-describing (architecture, variant, seeds, recipe, metrics,
+versions, sha256 of the weights) so ``load_model`` rebuilds it exactly and
+refuses anything whose hash or format does not match.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError, ConfigError
+from .fileio import atomic_path, write_json_atomic
+
+CHECKPOINT_FORMAT = "robustmix-checkpoint"
+CHECKPOINT_VERSION = 1
+WEIGHTS = "weights.safetensors"
+META = "meta.json"
+
+
+def default_store_root() -> Path:
+    return Path(os.environ.get("ROBUSTMIX_ZOO", "zoo/store")).resolve()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ModelStore:
+    root: Path
+
+    def __post_init__(self):
+        self.root = Path(self.root).resolve()
+
+    # --- paths -----------------------------------------------------------
+    def path(self, name: str) -> Path:
+        if not name or name.startswith(("/", ".")) or ".." in Path(name).parts:
+            raise ConfigError(f"invalid model name '{name}'; use RECIPE/VARIANT-sSEED as listed by `robustmix zoo list`")
+        return self.root / name
+
+    def partial_path(self, name: str) -> Path:
+        return self.root / ".partial" / name
+
+    # --- writing ---------------------------------------------------------
+    def check_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-probe"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise CheckpointError(f"zoo store {self.root} is not writable ({exc.strerror}); "
+                                  f"pass --out DIR or set ROBUSTMIX_ZOO to a writable directory") from None
+
+    def save(self, name: str, model: torch.nn.Module, meta: dict) -> dict:
+        """Write weights then meta.json, each atomically; meta.json commits."""
+        folder = self.path(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        with atomic_path(folder / WEIGHTS) as tmp:
+            save_file(state, str(tmp))
+            digest = sha256_file(tmp)
+        meta = {**meta, "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+                "name": name, "weights_sha256": digest}
+        write_json_atomic(folder / META, meta)
+        return meta
+
+    def remove(self, name: str) -> None:
+        folder = self.path(name)
+        if not (folder / META).exists():
+            raise CheckpointError(f"no model '{name}' in {self.root}; see `robustmix zoo list`")
+        shutil.rmtree(folder)
+        shutil.rmtree(self.partial_path(name), ignore_errors=True)
+
+    # --- reading ---------------------------------------------------------
+    def names(self, pattern: str = "*") -> list[str]:
+        if not self.root.is_dir():
+            return []
+        found = []
+        for meta in self.root.glob("**/" + META):
+            rel = meta.parent.relative_to(self.root).as_posix()
+            if not rel.startswith(".") and fnmatch.fnmatch(rel, pattern):
+                found.append(rel)
+        return sorted(found)
+
+    def exists(self, name: str) -> bool:
+        return (self.path(name) / META).is_file()
+
+    def meta(self, name: str) -> dict:
+        folder = self.path(name)
+        if not (folder / META).is_file():
+            raise CheckpointError(f"no model '{name}' in {self.root}; see `robustmix zoo list` or train it first")
+        return read_meta(folder)
+
+    def load(self, name: str, device="cpu") -> tuple[torch.nn.Module, dict]:
+        return load_checkpoint(self.path(name), device)
+
+
+def read_meta(folder: Path) -> dict:
+    path = Path(folder) / META
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder} is not a robustmix checkpoint (no {META}); "
+                              f"pass a directory written by `robustmix train`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is corrupt (not JSON); delete it and re-run `robustmix train`") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{folder} is not a robustmix checkpoint (foreign {META}); "
+                              f"only directories written by `robustmix train` can be loaded")
+    if meta.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{folder} has checkpoint format {meta.get('format_version')}, this robustmix reads "
+                              f"{CHECKPOINT_VERSION}; retrain it or use the robustmix version that wrote it")
+    return meta
+
+
+def load_checkpoint(folder: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild and load a stored model after checking its format and hash.
+
+    Never unpickles: weights are read with safetensors only, so a crafted
+    file offered as a checkpoint cannot run code.
+    """
+    from .models import create_model
+
+    folder = Path(folder)
+    if folder.is_file():
+        raise CheckpointError(f"{folder} is not a robustmix checkpoint (expected a directory with {META} and "
+                              f"{WEIGHTS}); robustmix never loads pickled files")
+    meta = read_meta(folder)
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{folder} has no {WEIGHTS}; the checkpoint is incomplete, re-run `robustmix train`")
+    digest = sha256_file(weights)
+    if digest != meta.get("weights_sha256"):
+        raise CheckpointError(f"{weights} does not match the sha256 in {META} (modified or corrupt); "
+                              f"delete it and re-run `robustmix train`")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}); re-run `robustmix train`") from None
+    try:
+        arch = meta["model"]
+        model = create_model(arch["name"], meta["variant"], variant_seed=meta["variant_seed"],
+                             variant_params=meta["variant_params"], **arch["args"])
+        model.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{folder}: metadata and weights do not describe one model ({exc.__class__.__name__}); "
+                              f"re-run `robustmix train`") from None
+    model.checkpoint_meta = meta
+    return model.to(device).eval(), meta

@@ -1,0 +1,242 @@
+"""Train every (variant x seed) of a recipe into the checkpoint store.
+
+Determinism and resume: the data order and augmentation of epoch e come
+from a generator seeded by (seed, e), never from a running RNG, and the
+model/optimiser state is saved atomically after each epoch. A re-run after
+Ctrl-C or kill -9 therefore continues at the last finished epoch and, on
+CPU, ends with the same weights as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import data as datasets
+from .errors import ConfigError
+from .fileio import atomic_path
+from .models import count_params, create_model
+from .provenance import code_version, device_description, package_versions, stable_hash
+from .recipe import Recipe
+from .store import ModelStore
+from .variants import audit_frozen, variant_tag
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: unknown device '{name}'; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: '{name}' requested but no CUDA device is available; use --device cpu")
+    return device
+
+
+def lr_at(recipe: Recipe, t: float) -> float:
+    """Learning rate at fractional epoch t."""
+    lr, total = recipe.optimizer.lr, max(recipe.epochs, 1e-9)
+    kind = recipe.schedule.name
+    if kind == "constant":
+        return lr
+    if kind == "cosine":
+        return 0.5 * lr * (1 + math.cos(math.pi * min(t / total, 1.0)))
+    # Piecewise-linear one-cycle of the ConvMixer CIFAR recipe.
+    xs, ys = [0, total * 2 / 5, total * 4 / 5, total], [0.0, lr, lr / 20, 0.0]
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if t <= x1:
+            return y0 + (y1 - y0) * (t - x0) / max(x1 - x0, 1e-12)
+    return 0.0
+
+
+def augment(x: torch.Tensor, names: list[str], gen: torch.Generator) -> torch.Tensor:
+    """Batch augmentation driven only by ``gen`` (so resume replays it exactly)."""
+    n, _, h, w = x.shape
+    if "random-crop" in names:
+        pad = 4
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if "hflip" in names:
+        flip = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+    return x
+
+
+def make_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    o = recipe.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def train_subset(recipe: Recipe, n_total: int) -> torch.Tensor:
+    if recipe.data.train_subset is None or recipe.data.train_subset >= n_total:
+        return torch.arange(n_total)
+    g = torch.Generator().manual_seed(recipe.data.subset_seed)
+    return torch.randperm(n_total, generator=g)[: recipe.data.train_subset].sort().values
+
+
+@torch.no_grad()
+def evaluate_accuracy(model, ds, batch_size: int, device) -> float:
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(ds), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(ds)))
+        x, y = datasets.batch(ds, idx)
+        correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+    model.train(was_training)
+    return correct / max(len(ds), 1)
+
+
+@dataclass
+class TrainResult:
+    name: str
+    variant: str
+    seed: int
+    clean_acc: float
+    params: int
+    trainable_params: int
+    seconds: float
+    status: str  # trained | resumed | skipped
+
+
+def run_name(recipe: Recipe, variant: str, params: dict, seed: int) -> str:
+    return f"{recipe.name}/{variant_tag(variant, params)}-s{seed}"
+
+
+def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: ModelStore,
+              device: torch.device, on_epoch_end: Callable[[int], None] | None = None,
+              progress: bool = True) -> TrainResult:
+    name = run_name(recipe, variant, params, seed)
+    if store.exists(name):
+        meta = store.meta(name)
+        if meta.get("recipe_hash") == stable_hash(asdict(recipe) | {"_variant": [variant, params], "_seed": seed}):
+            m = meta["metrics"]
+            return TrainResult(name, variant, seed, m["clean_acc"], meta["params"], meta["trainable_params"],
+                               meta["seconds"], "skipped")
+    recipe_hash = stable_hash(asdict(recipe) | {"_variant": [variant, params], "_seed": seed})
+
+    root = recipe.data.root
+    train_ds = datasets.load_dataset(recipe.data.name, "train", root=root, download=recipe.data.download)
+    test_ds = datasets.load_dataset(recipe.data.name, "test", root=root, download=recipe.data.download)
+    info = train_ds.info
+
+    torch.manual_seed(seed)  # the learned layers' init; frozen banks use their own seeds
+    model = create_model(recipe.model.name, variant, num_classes=info.num_classes, in_chans=info.channels,
+                         mean=list(info.mean), std=list(info.std), variant_seed=seed, variant_params=params,
+                         **recipe.model.args).to(device)
+    optimizer = make_optimizer(recipe, model)
+    total, trainable = count_params(model)
+    indices = train_subset(recipe, len(train_ds))
+    steps = max(1, math.ceil(len(indices) / recipe.batch_size))
+
+    state_path = store.partial_path(name) / "state.pt"
+    start_epoch, elapsed, status, history = 0, 0.0, "trained", []
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state.get("recipe_hash") == recipe_hash:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, elapsed, history = state["epoch"], state["elapsed"], list(state["history"])
+            status = "resumed"
+            print(f"{name}: resuming after epoch {start_epoch}/{recipe.epochs}", file=sys.stderr)
+
+    for epoch in range(start_epoch, recipe.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = indices[torch.randperm(len(indices), generator=gen)]
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(range(steps), desc=f"{name} epoch {epoch + 1}/{recipe.epochs}", leave=False,
+                   disable=not (progress and sys.stderr.isatty()), unit="batch")
+        for step in bar:
+            idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+            x, y = datasets.batch(train_ds, idx)
+            x = augment(x, recipe.augment, gen)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(recipe, epoch + (step + 1) / steps)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=recipe.optimizer.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.optimizer.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                               recipe.optimizer.grad_clip)
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
+        bar.close()
+        elapsed += time.perf_counter() - t0
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                        "train_acc": correct / max(seen, 1), "seconds": elapsed})
+        print(f"{name}: epoch {epoch + 1}/{recipe.epochs} loss {loss_sum / max(seen, 1):.4f} "
+              f"acc {correct / max(seen, 1):.4f} {seen / max(time.perf_counter() - t0, 1e-9):.0f} img/s",
+              file=sys.stderr)
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(state_path) as tmp:
+            torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "recipe_hash": recipe_hash, "elapsed": elapsed, "history": history}, tmp)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+
+    t0 = time.perf_counter()
+    clean_acc = evaluate_accuracy(model, test_ds, recipe.eval_batch_size, device)
+    elapsed += time.perf_counter() - t0
+    mismatched = audit_frozen(model.cpu())
+    if mismatched:  # a bug, not a user error: frozen filters must never move
+        raise RuntimeError(f"{name}: frozen tensors changed during training: {mismatched[:3]}")
+    meta = {
+        "model": {"name": recipe.model.name, "args": model.model_args},
+        "arch": recipe.model.name,
+        "variant": variant, "variant_params": params, "variant_seed": seed, "seed": seed,
+        "dataset": {"name": info.name, "channels": info.channels, "image_size": list(info.image_size),
+                    "num_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std)},
+        "recipe": asdict(recipe), "recipe_hash": recipe_hash,
+        "metrics": {"clean_acc": clean_acc, "history": history},
+        "params": total, "trainable_params": trainable, "frozen_audit": "bit-identical to seed",
+        "code_version": code_version(), "packages": package_versions(),
+        "device": device_description(device), "seconds": elapsed,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    store.save(name, model, meta)
+    if state_path.exists():
+        state_path.unlink()
+    return TrainResult(name, variant, seed, clean_acc, total, trainable, elapsed, status)
+
+
+def train_recipe(recipe: Recipe, store: ModelStore, device: str | None = None, progress: bool = True,
+                 on_epoch_end=None) -> list[TrainResult]:
+    dev = resolve_device(device or recipe.device)
+    store.check_writable()
+    results = []
+    for variant, params in recipe.variant_list():
+        for seed in recipe.seeds:
+            results.append(train_one(recipe, variant, params, seed, store, dev, on_epoch_end, progress))
+    return results
+
+
+def summary_table(results: list[TrainResult]) -> str:
+    import pandas as pd
+
+    df = pd.DataFrame([asdict(r) for r in results])
+    if df.empty:
+        return "(nothing trained)"
+    df["clean_acc"] = df["clean_acc"].map(lambda a: f"{a:.4f}")
+    df["seconds"] = df["seconds"].map(lambda s: f"{s:.1f}")
+    return df.rename(columns={"name": "model"}).to_string(index=False)

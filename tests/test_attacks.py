@@ -1,0 +1,256 @@
+"""Attack engine: agreement with torchattacks/pyautoattack, invariants, validation."""
+
+import pytest
+import torch
+import torchattacks
+from torch import nn
+
+from robustmix.attacks import AttackResult, make_attack, sweep
+from robustmix.errors import ConfigError
+
+N = 32  # a power of two: mean- and sum-reduced losses then give bit-identical gradient signs
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(8 * 14 * 14, 10))
+
+
+def _data(n, gen):
+    protos = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 10, (n,), generator=gen)
+    x = (0.3 * protos[y] + 0.7 * torch.rand(n, 1, 28, 28, generator=gen)).clamp(0, 1)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = _net()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(40):
+        xb, yb = _data(64, gen)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    model.eval()
+    x, y = _data(N, gen)
+    assert (model(x).argmax(1) == y).float().mean() > 0.7
+    return model, x, y
+
+
+def _broken_by(model, x_adv, y):
+    with torch.no_grad():
+        return model(x_adv).argmax(1) != y
+
+
+def test_fgsm_matches_torchattacks(setup):
+    model, x, y = setup
+    ours = make_attack("fgsm", {}, "Linf").run(model, x, y, 0.03, seed=0)
+    ref = torchattacks.FGSM(model, eps=0.03)(x, y)
+    assert torch.equal(ours.correct, ~_broken_by(model, ref, y))
+    assert torch.allclose(ours.x_adv, ref, atol=1e-6)
+
+
+def test_pgd_linf_matches_torchattacks_and_early_stop_is_superset(setup):
+    model, x, y = setup
+    params = {"steps": 10, "step_size": 0.005, "random_start": False}
+    full = make_attack("pgd", {**params, "early_stop": False}, "Linf").run(model, x, y, 0.02, seed=0)
+    ref = torchattacks.PGD(model, eps=0.02, alpha=0.005, steps=10, random_start=False)(x, y)
+    ref_broken = _broken_by(model, ref, y)
+    assert torch.equal(~full.correct, ref_broken)
+    assert torch.allclose(full.x_adv, ref, atol=1e-6)
+    assert 0 < int(ref_broken.sum()) < N  # the comparison is not vacuous
+
+    fast = make_attack("pgd", params, "Linf").run(model, x, y, 0.02, seed=0)
+    assert bool((~fast.correct)[ref_broken].all())
+    assert fast.passes < full.passes == 10 * N
+
+
+def test_pgd_l2_matches_torchattacks(setup):
+    model, x, y = setup
+    params = {"steps": 10, "step_size": 0.2, "random_start": False, "early_stop": False}
+    ours = make_attack("pgd", params, "L2").run(model, x, y, 1.0, seed=0)
+    ref = torchattacks.PGDL2(model, eps=1.0, alpha=0.2, steps=10, random_start=False)(x, y)
+    assert torch.equal(~ours.correct, _broken_by(model, ref, y))
+    assert torch.allclose(ours.x_adv, ref, atol=1e-5)
+
+
+def test_autoattack_custom_matches_pyautoattack(setup):
+    from pyautoattack import AutoAttack
+
+    model, x, y = setup
+    eps = 0.02
+    ours = make_attack("autoattack", {"version": "custom", "attacks": ["apgd-ce"]}, "Linf").run(
+        model, x, y, eps, seed=3)
+    aa = AutoAttack(model, attacks=["apgd-ce"], version="custom", eps=eps, seed=3, device="cpu")
+    aa.verbose = False
+    ref, _ = aa.run_standard_evaluation(x, y)
+    assert torch.equal(~ours.correct, _broken_by(model, ref, y))
+    assert ours.passes > 0
+
+
+def test_autoattack_standard_tiny(setup):
+    model, x, y = setup
+    r = make_attack("autoattack", {}, "Linf").run(model, x[:4], y[:4], 0.3, seed=0)
+    assert not bool(r.correct.any())
+
+
+ATTACKS = [
+    ("fgsm", {}, "Linf", 0.05), ("fgsm", {}, "L2", 1.0),
+    ("pgd", {}, "Linf", 0.05), ("pgd", {"restarts": 2, "loss": "dlr"}, "L2", 1.0),
+    ("square", {"n_queries": 50}, "Linf", 0.05), ("square", {"n_queries": 50}, "L2", 1.0),
+    ("autoattack", {"version": "custom", "attacks": ["apgd-ce"]}, "L2", 1.0),
+    ("torchattacks.PGD", {"steps": 5}, "Linf", 0.05), ("torchattacks.PGD", {"steps": 5}, "L2", 0.5),
+    ("torchattacks.CW", {"steps": 10, "lr": 0.1}, "L2", 0.5),
+    ("torchattacks.APGD", {"steps": 5}, "Linf", 0.05),
+]
+
+
+@pytest.mark.parametrize("name,params,tm,eps", ATTACKS, ids=lambda v: str(v) if isinstance(v, str) else None)
+def test_bounds_and_clean_accuracy(setup, name, params, tm, eps):
+    model, x, y = setup
+    atk = make_attack(name, params, tm)
+    clean = atk.run(model, x, y, 0.0, seed=0)
+    assert torch.equal(clean.correct, model(x).argmax(1) == y) and torch.equal(clean.x_adv, x)
+    r = atk.run(model, x, y, eps, seed=0)
+    assert isinstance(r, AttackResult) and r.x_adv.shape == x.shape
+    d = (r.x_adv - x).flatten(1)
+    norms = d.abs().amax(1) if tm == "Linf" else d.norm(dim=1)
+    assert float(norms.max()) <= eps + 1e-6
+    assert float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1
+    assert not bool((r.correct & ~clean.correct).any())  # clean-wrong examples stay wrong
+    with torch.no_grad():
+        logits = model(r.x_adv)
+    assert torch.equal(r.correct, logits.argmax(1) == y)
+    assert bool(((r.margin > 0) == r.correct).all())
+
+
+def test_transfer_bounds(setup):
+    model, x, y = setup
+    torch.manual_seed(5)
+    source = _net().eval()
+    atk = make_attack("transfer", {"source": "other", "source_model": source}, "Linf")
+    r = atk.run(model, x, y, 0.1, seed=0)
+    assert float((r.x_adv - x).abs().max()) <= 0.1 + 1e-6
+    clean = model(x).argmax(1) == y
+    assert r.passes == 10 * int(clean.sum())  # crafted on the source for clean-correct examples only
+    assert not bool((r.correct & ~clean).any())
+
+
+def test_nested_sweep_monotone_and_carries_examples(setup):
+    model, x, y = setup
+    grid = [0.05, 0.0, 0.01, 0.02, 0.1]
+    res = sweep(make_attack("pgd", {}, "Linf"), model, x, y, grid, seed=0)
+    eps = list(res)
+    assert eps == sorted(grid)
+    assert torch.equal(res[0.0].correct, model(x).argmax(1) == y)
+    accs = [float(res[e].correct.float().mean()) for e in eps]
+    assert all(a >= b for a, b in zip(accs, accs[1:])) and accs[-1] < accs[0]
+    for lo, hi in zip(eps[1:], eps[2:]):
+        was_broken = ~res[lo].correct & res[0.0].correct
+        assert torch.equal(res[hi].x_adv[was_broken], res[lo].x_adv[was_broken])
+        assert res[hi].passes <= N * 10
+    assert res[0.0].passes == 0
+    clean_wrong = ~res[0.0].correct
+    assert all(torch.equal(res[e].x_adv[clean_wrong], x[clean_wrong]) for e in eps)  # never attacked
+
+    flat = sweep(make_attack("pgd", {}, "Linf"), model, x, y, [0.0, 0.02], seed=0, nested=False)
+    assert flat[0.02].passes == make_attack("pgd", {}, "Linf").run(model, x, y, 0.02, seed=0).passes
+
+
+def test_mode_and_requires_grad_restored(setup):
+    model, x, y = setup
+    model.train()
+    model[0].eval()  # mixed modes must come back per module, not as one model.train()
+    model.zero_grad(set_to_none=True)
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, args: seen.append(m.training))
+    try:
+        make_attack("pgd", {"steps": 2}, "Linf").run(model, x, y, 0.05, seed=0)
+        assert seen and not any(seen)  # eval mode during the attack
+        assert [m.training for m in model.modules()] == [True, False, True, True, True, True]
+        assert all(p.requires_grad for p in model.parameters())
+        assert all(p.grad is None for p in model.parameters())  # no weight gradients computed
+    finally:
+        hook.remove()
+        model.eval()
+
+
+@pytest.mark.parametrize("name,params", [
+    ("pgd", {"restarts": 2}), ("square", {"n_queries": 20}),
+    ("autoattack", {"version": "custom", "attacks": ["apgd-ce", "square"], "n_queries": 20}),
+])
+def test_global_rng_untouched_and_deterministic(setup, name, params):
+    model, x, y = setup
+    atk = make_attack(name, params, "Linf")
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = atk.run(model, x[:8], y[:8], 0.05, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(999)  # a different global state must not matter
+    b = atk.run(model, x[:8], y[:8], 0.05, seed=7)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.margin, b.margin) and a.passes == b.passes
+
+
+class _Quantised(nn.Module):
+    """Gradient masking: rounding has zero gradient almost everywhere."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 255) / 255)
+
+
+def test_gradient_masking_defeats_pgd_not_square(setup):
+    model, x, y = setup
+    masked = _Quantised(model)
+    clean = masked(x).argmax(1) == y
+    pgd = make_attack("pgd", {"random_start": False}, "Linf").run(masked, x, y, 0.2, seed=0)
+    assert torch.equal(pgd.correct, clean) and torch.equal(pgd.x_adv, x)
+    sq = make_attack("square", {"n_queries": 300}, "Linf").run(masked, x, y, 0.2, seed=0)
+    assert int(sq.correct.sum()) < int(clean.sum())
+
+
+@pytest.mark.parametrize("call", [
+    lambda: make_attack("nope", {}, "Linf"),
+    lambda: make_attack("torchattacks.Nope", {}, "Linf"),
+    lambda: make_attack("pgd", {"stepz": 3}, "Linf"),
+    lambda: make_attack("pgd", {"steps": "10"}, "Linf"),
+    lambda: make_attack("pgd", {"steps": 2.5}, "Linf"),
+    lambda: make_attack("pgd", {"random_start": 1}, "Linf"),
+    lambda: make_attack("pgd", {"loss": "hinge"}, "Linf"),
+    lambda: make_attack("torchattacks.PGD", {"stepz": 3}, "Linf"),
+    lambda: make_attack("torchattacks.PGD", {"eps": 0.1}, "Linf"),
+    lambda: make_attack("torchattacks.PGD", {"steps": "3"}, "Linf"),
+    lambda: make_attack("autoattack", {"version": "mega"}, "Linf"),
+    lambda: make_attack("autoattack", {"version": "custom"}, "Linf"),
+    lambda: make_attack("autoattack", {"version": "custom", "attacks": ["pgd"]}, "Linf"),
+    lambda: make_attack("transfer", {}, "Linf"),
+    lambda: make_attack("pgd", {}, "L1"),
+    lambda: make_attack("pgd", {}, "linf"),
+], ids=lambda f: None)
+def test_bad_config_raises(call):
+    with pytest.raises(ConfigError) as err:
+        call()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("eps,tm", [(-0.1, "Linf"), ("0.1", "Linf"), (None, "Linf"), (float("nan"), "L2"),
+                                    (float("inf"), "L2"), (1.5, "Linf"), (True, "Linf")])
+def test_bad_eps_raises(setup, eps, tm):
+    model, x, y = setup
+    with pytest.raises(ConfigError) as err:
+        make_attack("pgd", {}, tm).run(model, x, y, eps, seed=0)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError):
+        sweep(make_attack("pgd", {}, tm), model, x, y, [0.0, eps], seed=0)
+
+
+def test_l2_eps_above_one_is_fine(setup):
+    model, x, y = setup
+    r = make_attack("pgd", {"steps": 2}, "L2").run(model, x, y, 1.5, seed=0)
+    assert float((r.x_adv - x).flatten(1).norm(dim=1).max()) <= 1.5 + 1e-6
