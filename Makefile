@@ -1,28 +1,41 @@
 # Two entry points: `make demo` (the main job) and `make test`.
-# Both create or reuse .venv/ and are safe to re-run.
+# Both create or reuse .venv/ and install what is missing; safe to re-run.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DATA_ROOT ?= data
+DEMO := fashion-mnist-demo
+ZOO ?= zoo/store
+RESULTS ?= results/$(DEMO)
+REPORT ?= reports/$(DEMO)
 
-.PHONY: demo test setup data clean-venv
+.PHONY: demo test setup system bench clean-venv
 
-$(STAMP): pyproject.toml scripts/setup_env.sh
+$(STAMP): pyproject.toml scripts/setup_env.sh scripts/check_robustbench.py
 	bash scripts/setup_env.sh $(PYTHON) $(VENV)
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-data: setup
-	$(PY) -m robustmix data prepare fashion-mnist --root $(DATA_ROOT)
+# Debian packages: Fashion-MNIST (the embedded data set) and headless Chromium.
+system:
+	bash scripts/system_deps.sh
 
-demo: data
-	$(PY) -m robustmix train zoo/fashion-mnist-demo.toml
+# The main job: train the demo zoo, evaluate it, write the report and leaderboard.
+demo: setup system
+	$(PY) -m robustmix data prepare fashion-mnist
+	$(PY) -m robustmix train zoo/$(DEMO).toml --out $(ZOO)
+	$(PY) -m robustmix eval evals/$(DEMO).toml --store $(ZOO) --results $(RESULTS)
+	$(PY) -m robustmix report $(RESULTS) --out $(REPORT)
+	$(PY) -m robustmix export $(RESULTS) --leaderboard $(REPORT)/leaderboard.csv --threat-model Linf --eps 8/255
 
-test: setup
-	bash scripts/system_deps.sh || true
+test: setup system
 	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/train_throughput.py
+	$(PY) bench/bench_attacks.py --data fashion-mnist
+	$(PY) bench/bench_report.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -25,6 +25,7 @@ import inspect
 import logging
 import math
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -51,6 +52,7 @@ class AttackResult:
     correct: Tensor  # bool (N,): model(x_adv).argmax == y
     margin: Tensor   # float (N,): logit[y] - max_{j != y} logit[j] at x_adv
     passes: int      # model evaluations per example spent by the attack
+    seconds: float = 0.0  # wall time spent at this eps (nested sweeps: on the still-robust examples)
 
 
 # --- shared helpers -----------------------------------------------------------
@@ -199,6 +201,8 @@ def _positive(name: str, key: str, value, allow_none=True) -> None:
 # --- PGD ----------------------------------------------------------------------
 
 def _dlr(logits: Tensor, y: Tensor) -> Tensor:
+    if logits.shape[1] < 3:
+        raise ConfigError(f"loss='dlr' needs at least 3 classes, the model has {logits.shape[1]}; use loss='ce'")
     z, ind = logits.sort(1)
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     z_other = torch.where(ind[:, -1] == y, z[:, -2], z[:, -1])
@@ -544,12 +548,18 @@ def sweep(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, eps_grid: list
     _check_seed(seed)
     _check_inputs(x, y)
     if not nested:
-        return {e: attack.run(model, x, y, e, seed) for e in grid}
+        results = {}
+        for e in grid:
+            t0 = time.perf_counter()
+            results[e] = attack.run(model, x, y, e, seed)
+            results[e].seconds = time.perf_counter() - t0
+        return results
     x, y = x.detach(), y.detach().long()
     with _attack_mode(model):
         correct, margin = _evaluate(model, x, y)
     x_cur, results = x.clone(), {}
     for e in grid:
+        t0 = time.perf_counter()
         idx = correct.nonzero().squeeze(1)
         passes = 0
         if e > 0 and idx.numel():
@@ -557,5 +567,5 @@ def sweep(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, eps_grid: list
             x_cur, correct, margin = x_cur.clone(), correct.clone(), margin.clone()
             x_cur[idx], correct[idx], margin[idx] = r.x_adv, r.correct, r.margin
             passes = r.passes
-        results[e] = AttackResult(x_cur, correct, margin, passes)
+        results[e] = AttackResult(x_cur, correct, margin, passes, time.perf_counter() - t0)
     return results

@@ -38,6 +38,57 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import run_eval, summary_text
+    from .spec import load_spec
+
+    spec = load_spec(args.spec, {"store": args.store, "seed": args.seed})
+    if args.n is not None:
+        spec.data.n = args.n
+        spec.validate("")
+    summary = run_eval(spec, args.results, device=args.device, progress=not args.quiet,
+                       log=(lambda *a, **k: None) if args.quiet else print)
+    print(summary_text(summary))
+    results = args.results or spec.results or f"results/{spec.name}"
+    flags = pd_read_flags(results)
+    if flags:
+        print("\ndiagnostics (robustness numbers may be unreliable):")
+        for line in flags:
+            print(f"  {line}")
+    print(f"\nresults in {results}")
+    return 0
+
+
+def pd_read_flags(results) -> list[str]:
+    import pandas as pd
+
+    diag = pd.read_csv(f"{results}/diagnostics.csv")
+    return [f"{r.model}: {r.flag} ({r.detail})" for r in diag.itertuples()]
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    index = write_report(args.results, args.out)
+    print(f"report written to {index}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_leaderboard, export_robustbench
+
+    if not args.leaderboard and not args.robustbench:
+        raise ConfigError("export: pass --leaderboard FILE.csv and/or --robustbench DIR")
+    if args.leaderboard:
+        df = export_leaderboard(args.results, args.leaderboard, threat_model=args.threat_model, eps=args.eps)
+        print(df[["rank", "model", "clean_acc", "robust_acc", "flags"]].to_string(index=False))
+        print(f"leaderboard written to {args.leaderboard}")
+    if args.robustbench:
+        paths = export_robustbench(args.results, args.robustbench, threat_model=args.threat_model, eps=args.eps)
+        print(f"{len(paths)} RobustBench model_info files written to {args.robustbench}")
+    return 0
+
+
 def _zoo_rows(store, pattern="*") -> list[dict]:
     rows = []
     for name in store.names(pattern):
@@ -121,6 +172,29 @@ def build_parser() -> argparse.ArgumentParser:
     zs.add_parser("show").add_argument("name")
     zs.add_parser("remove").add_argument("name")
     z.set_defaults(fn=cmd_zoo)
+
+    e = sub.add_parser("eval", help="run an epsilon sweep spec into a result store")
+    e.add_argument("spec", help="sweep spec TOML, e.g. evals/fashion-mnist-demo.toml")
+    e.add_argument("--results", help="result store directory (default results/<spec name>)")
+    e.add_argument("--store", help="zoo store directory (default zoo/store or $ROBUSTMIX_ZOO)")
+    e.add_argument("--device", help="auto | cpu | cuda[:N]")
+    e.add_argument("--seed", type=int, help="evaluation seed (overrides the spec)")
+    e.add_argument("--n", type=int, help="number of examples (overrides data.n)")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(fn=cmd_eval)
+
+    r = sub.add_parser("report", help="write an HTML report of a result store")
+    r.add_argument("results", help="result store directory")
+    r.add_argument("--out", required=True, help="report directory, e.g. reports/NAME/")
+    r.set_defaults(fn=cmd_report)
+
+    x = sub.add_parser("export", help="export a leaderboard CSV and/or RobustBench model_info JSON")
+    x.add_argument("results", help="result store directory")
+    x.add_argument("--leaderboard", help="CSV file to write")
+    x.add_argument("--robustbench", help="directory for RobustBench model_info JSON files")
+    x.add_argument("--threat-model", help="Linf or L2 (default: the one with most rows)")
+    x.add_argument("--eps", help="e.g. 8/255 (default: the largest eps every model has)")
+    x.set_defaults(fn=cmd_export)
 
     m = sub.add_parser("models", help="list registered architectures")
     m.add_argument("pattern", nargs="?", default="*")

@@ -8,16 +8,14 @@ files can be dropped into a RobustBench-style leaderboard.
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import shutil
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
 
+from .eps import format_eps, parse_eps  # noqa: F401  (re-exported for callers)
 from .errors import ConfigError, StoreError
 from .schema import WORST_CASE
 
@@ -36,41 +34,6 @@ ROBUSTBENCH_FIELDS = (
 )
 
 EPS_TOL = 1e-6  # eps from CSV round trips differ in the last bits; 1e-6 is << 1/255
-_NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
-
-
-def parse_eps(value) -> float:
-    """eps as a float from 0.0314, "0.0314", "8/255", " 8 / 255 " or "2e-2"."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        eps = float(value)
-    else:
-        text = str(value).strip()
-        m = re.fullmatch(rf"({_NUM})\s*(?:/\s*({_NUM}))?", text)
-        if not m:
-            raise ConfigError(f"cannot read eps {text!r}; write a number (0.0314) or a fraction (8/255)")
-        eps = float(m.group(1))
-        if m.group(2) is not None:
-            den = float(m.group(2))
-            if den == 0:
-                raise ConfigError(f"eps {text!r} divides by zero; write e.g. 8/255")
-            eps /= den
-    if not math.isfinite(eps) or eps < 0:
-        raise ConfigError(f"eps {value!r} must be a finite number >= 0, e.g. 8/255")
-    return eps
-
-
-def format_eps(eps: float) -> str:
-    """Display form: "8/255" when eps*255 is an integer and the decimal would be long, else 4 digits.
-
-    0.2 == 51/255 stays "0.2": a fraction only helps when the decimal is
-    not short (8/255 = 0.03137...).
-    """
-    eps = float(eps)
-    short = f"{eps:.4g}"
-    k = eps * 255
-    if 0 < eps < 1 and abs(k - round(k)) < 1e-6 and Fraction(short) != Fraction(round(k), 255):
-        return f"{round(k)}/255"
-    return short
 
 
 def _pct(x) -> str | None:

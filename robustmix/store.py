@@ -76,14 +76,18 @@ class ModelStore:
     def save(self, name: str, model: torch.nn.Module, meta: dict) -> dict:
         """Write weights then meta.json, each atomically; meta.json commits."""
         folder = self.path(name)
-        folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        with atomic_path(folder / WEIGHTS) as tmp:
-            save_file(state, str(tmp))
-            digest = sha256_file(tmp)
-        meta = {**meta, "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-                "name": name, "weights_sha256": digest}
-        write_json_atomic(folder / META, meta)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(folder / WEIGHTS) as tmp:
+                save_file(state, str(tmp))
+                digest = sha256_file(tmp)
+            meta = {**meta, "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+                    "name": name, "weights_sha256": digest}
+            write_json_atomic(folder / META, meta)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write checkpoint {folder} ({exc.strerror or exc}); "
+                                  f"pass --out DIR or set ROBUSTMIX_ZOO to a writable directory") from None
         return meta
 
     def remove(self, name: str) -> None:

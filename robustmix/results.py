@@ -1,0 +1,183 @@
+"""The result store: append-only per-example units plus rebuilt aggregates.
+
+Each finished work unit (one model x attack x threat model x chunk of
+examples, all eps) is one parquet file under ``examples/`` named by the hash
+of everything that determines it, written atomically. A kill -9 loses at
+most the unit in flight; a re-run skips every unit whose file exists. Two
+evals writing one store at once may compute the same unit twice but write
+identical bytes under one name, so there are never duplicates. Aggregates
+(summary, models, diagnostics, run.json) are rebuilt from the units under a
+file lock. See ``schema.py`` for the layout.
+"""
+from __future__ import annotations
+
+import json
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+
+from .errors import StoreError
+from .fileio import atomic_path, write_json_atomic, write_text_atomic
+from .schema import (DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_FORMAT, STORE_VERSION, SUMMARY_COLUMNS,
+                     WORST_CASE)
+from .spectrum import model_slug
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(k: np.ndarray, n: np.ndarray, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval for k successes in n trials (sound at 0 and n)."""
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 1 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+class ResultStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.examples = self.root / "examples"
+        self.probes = self.root / "probes"
+        self.banks = self.root / "banks"
+
+    # --- opening ---------------------------------------------------------
+    def open(self) -> "ResultStore":
+        """Create or check the store; refuse stores of another format/version."""
+        marker = self.root / "store.json"
+        try:
+            for d in (self.root, self.examples, self.probes, self.banks):
+                d.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"results dir {self.root} is not writable ({exc.strerror or exc}); "
+                             f"pass --results DIR with a writable directory") from None
+        if marker.exists():
+            self.check_marker()
+        else:
+            write_json_atomic(marker, {"format": STORE_FORMAT, "version": STORE_VERSION})
+        return self
+
+    def check_marker(self) -> None:
+        marker = self.root / "store.json"
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise StoreError(f"{marker} is missing or corrupt; {self.root} is not a robustmix result store") from None
+        if info.get("format") != STORE_FORMAT:
+            raise StoreError(f"{self.root} is not a robustmix result store (format {info.get('format')!r}); "
+                             f"pass another --results DIR")
+        if info.get("version") != STORE_VERSION:
+            raise StoreError(f"{self.root} was written by store version {info.get('version')}, this robustmix "
+                             f"reads {STORE_VERSION}; use a new --results DIR or the robustmix version that wrote it")
+
+    def lock(self) -> FileLock:
+        return FileLock(str(self.root / ".lock"))
+
+    # --- units -----------------------------------------------------------
+    def unit_path(self, key: str) -> Path:
+        return self.examples / f"{key}.parquet"
+
+    def has_unit(self, key: str) -> bool:
+        return self.unit_path(key).is_file()
+
+    def write_unit(self, key: str, rows: pd.DataFrame) -> None:
+        with atomic_path(self.unit_path(key)) as tmp:
+            rows.to_parquet(tmp, index=False)
+
+    def read_units(self, keys: list[str]) -> pd.DataFrame:
+        frames = [pd.read_parquet(self.unit_path(k)) for k in keys if self.has_unit(k)]
+        if not frames:
+            return pd.DataFrame()
+        df = pd.concat(frames, ignore_index=True)
+        return df.drop_duplicates(["model", "attack", "threat_model", "eps", "index"], keep="first")
+
+    # --- per-model probes and filter banks ---------------------------------
+    def probe_path(self, model_key: str) -> Path:
+        return self.probes / f"{model_key}.json"
+
+    def write_probe(self, model_key: str, payload: dict) -> None:
+        write_json_atomic(self.probe_path(model_key), payload)
+
+    def read_probe(self, model_key: str) -> dict | None:
+        path = self.probe_path(model_key)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_bank(self, model: str, bank: np.ndarray) -> None:
+        with atomic_path(self.banks / f"{model_slug(model)}.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, bank.astype(np.float32))
+
+    # --- aggregates --------------------------------------------------------
+    def write_tables(self, summary: pd.DataFrame, models: pd.DataFrame, diagnostics: pd.DataFrame,
+                     run: dict) -> None:
+        with self.lock():
+            with atomic_path(self.root / "summary.parquet") as tmp:
+                summary.to_parquet(tmp, index=False)
+            write_text_atomic(self.root / "summary.csv", summary.to_csv(index=False))
+            write_text_atomic(self.root / "models.csv", models.to_csv(index=False))
+            write_text_atomic(self.root / "diagnostics.csv", diagnostics.to_csv(index=False))
+            write_json_atomic(self.root / "run.json", run)
+
+
+def aggregate(examples: pd.DataFrame, models: pd.DataFrame, context: dict) -> pd.DataFrame:
+    """Per-example rows -> one row per (model, attack, threat model, eps), plus worst-case rows.
+
+    ``seconds`` and ``fwd_bwd_passes`` are summed over the units that made a
+    row; a worst-case row sums its attacks. A worst-case row covers only the
+    examples every attack at that eps evaluated (an attack run on a subset
+    narrows it), and says which attacks it took in ``attacks``.
+    """
+    if examples.empty:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    keys = ["model", "attack", "threat_model", "eps"]
+    ex = examples
+    cost = ex.drop_duplicates(["unit", "eps"]).groupby(keys)[["seconds", "passes"]].sum()
+    agg = ex.groupby(keys).agg(n=("correct", "size"), n_robust=("correct", "sum"),
+                               n_clean=("clean_correct", "sum"), attack_kind=("attack_kind", "first"),
+                               eps_label=("eps_label", "first"))
+    agg = agg.join(cost).reset_index()
+    agg["attacks"] = agg["attack"]
+
+    worst = []
+    for (model, tm, eps), g in ex.groupby(["model", "threat_model", "eps"]):
+        per_attack = g.pivot_table(index="index", columns="attack", values="correct", aggfunc="first")
+        covered = per_attack.dropna()
+        clean = g.drop_duplicates("index").set_index("index")["clean_correct"].reindex(covered.index)
+        c = cost.loc[[(model, a, tm, eps) for a in per_attack.columns]].sum()
+        worst.append({"model": model, "attack": WORST_CASE, "threat_model": tm, "eps": eps,
+                      "n": len(covered), "n_robust": int(covered.astype(bool).all(axis=1).sum()),
+                      "n_clean": int(clean.sum()), "attack_kind": WORST_CASE,
+                      "eps_label": g["eps_label"].iloc[0], "seconds": c["seconds"], "passes": c["passes"],
+                      "attacks": "+".join(sorted(per_attack.columns))})
+    agg = pd.concat([agg, pd.DataFrame(worst)], ignore_index=True)
+    agg["n_robust"] = agg["n_robust"].astype(int)
+    agg["robust_acc"] = agg["n_robust"] / agg["n"]
+    agg["ci_low"], agg["ci_high"] = wilson_interval(agg["n_robust"].to_numpy(), agg["n"].to_numpy())
+    agg["clean_acc"] = agg["n_clean"] / agg["n"]
+    agg = agg.rename(columns={"passes": "fwd_bwd_passes"}).drop(columns=["n_clean"])
+    meta = models.set_index("model")[["variant", "arch", "dataset", "train_seed"]]
+    agg = agg.join(meta, on="model")
+    for key, value in context.items():
+        agg[key] = value
+    cols = list(SUMMARY_COLUMNS) + ["attack_kind", "attacks"]
+    order = {m: i for i, m in enumerate(models["model"])}
+    agg = agg.assign(_m=agg["model"].map(order), _w=agg["attack"] == WORST_CASE)
+    agg = agg.sort_values(["_m", "threat_model", "_w", "attack", "eps"]).drop(columns=["_m", "_w"])
+    return agg[cols].reset_index(drop=True)
+
+
+def empty_frame(columns) -> pd.DataFrame:
+    return pd.DataFrame(columns=list(columns))
+
+
+__all__ = ["ResultStore", "aggregate", "wilson_interval", "empty_frame", "MODEL_COLUMNS",
+           "DIAGNOSTIC_COLUMNS"]
