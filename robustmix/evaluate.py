@@ -145,6 +145,14 @@ def _unit_seed(*parts) -> int:
 def run_eval(spec: EvalSpec, results_dir: str | Path | None = None, *, models: dict[str, nn.Module] | None = None,
              device: str | None = None, progress: bool = True, log=print) -> pd.DataFrame:
     """Evaluate every model of ``spec``; return the summary table (also written to the store)."""
+    # Randomised models draw from the global RNG in forward (probes, clean passes): fork it so the
+    # caller's state is untouched, and reseed it per probe/unit so results do not depend on it.
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        return _run_eval(spec, results_dir, models=models, device=device, progress=progress, log=log)
+
+
+def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> pd.DataFrame:
     t_start = time.perf_counter()
     store = ResultStore(results_dir or spec.results or Path("results") / spec.name).open()
     dev = resolve_device(device or "auto")
@@ -175,10 +183,13 @@ def run_eval(spec: EvalSpec, results_dir: str | Path | None = None, *, models: d
         if bank is not None:
             store.write_bank(target.name, bank)
 
-        probe_key = stable_hash([target.fingerprint, data_id, STORE_VERSION])[:24]
+        # The name is part of every key: modules with equal weights (wrappers around one
+        # network) are different models and must not share probes or units.
+        probe_key = stable_hash([target.name, target.fingerprint, data_id, STORE_VERSION])[:24]
         probe_keys[target.name] = probe_key
         if store.read_probe(probe_key) is None:
             x, y = datasets.batch(ds, indices[:PROBE_EXAMPLES])
+            torch.manual_seed(_unit_seed(spec.seed, target.name, "probe"))
             flags = probe_model(model, x.to(dev), y.to(dev), info.num_classes, was_training,
                                 _unit_seed(spec.seed, target.name, "probe"))
             store.write_probe(probe_key, {"model": target.name, "flags": flags})
@@ -186,14 +197,17 @@ def run_eval(spec: EvalSpec, results_dir: str | Path | None = None, *, models: d
         for attack in spec.attack_list:
             for tm in spec.attack_threats(attack):
                 grid = spec.attack_eps(attack, tm)
+                # A transfer unit also depends on the source model's weights.
+                source = by_name.get(attack.params.get("source")) if "source" in attack.params else None
+                source_fp = source.fingerprint if source is not None else None
                 n_att = min(attack.n or n, n)
                 chunks = list(range(0, n_att, bs))
                 bar = tqdm(chunks, desc=f"{target.name} {attack.label} {tm}", unit="chunk", leave=False,
                            disable=not (progress and sys.stderr.isatty()))
                 for start in bar:
                     stop = min(start + bs, n_att)
-                    key = stable_hash([target.fingerprint, attack.name, attack.params, tm, grid, data_id,
-                                       start, stop, spec.nested, STORE_VERSION])[:32]
+                    key = stable_hash([target.name, target.fingerprint, attack.name, attack.params, source_fp,
+                                       tm, grid, data_id, start, stop, spec.nested, STORE_VERSION])[:32]
                     unit_keys.append(key)
                     if store.has_unit(key):
                         continue
@@ -203,13 +217,16 @@ def run_eval(spec: EvalSpec, results_dir: str | Path | None = None, *, models: d
                         if src is None:
                             raise ConfigError(f"attack '{attack.label}': source '{params['source']}' is not one of "
                                               f"the spec's models ({', '.join(by_name)})")
-                        params["source_model"] = src.load().to(dev).eval()
+                        # No .eval(): the attack switches modes itself and restores them, and a
+                        # caller's module must come back in the mode it was handed over in.
+                        params["source_model"] = src.load().to(dev)
                     atk = make_attack(attack.name, params, tm)
                     idx = indices[start:stop]
                     x, y = datasets.batch(ds, idx)
                     x, y = x.to(dev), y.to(dev)
                     seed = _unit_seed(spec.seed, target.name, attack.label, tm, start)
                     t0 = time.perf_counter()
+                    torch.manual_seed(seed)
                     res = sweep(atk, model, x, y, grid, seed, nested=spec.nested)
                     clean = res[grid[0]].correct if grid[0] == 0 else _clean(model, x, y)
                     rows = []

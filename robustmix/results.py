@@ -160,6 +160,7 @@ def aggregate(examples: pd.DataFrame, models: pd.DataFrame, context: dict) -> pd
                       "attacks": "+".join(sorted(per_attack.columns))})
     agg = pd.concat([agg, pd.DataFrame(worst)], ignore_index=True)
     agg["n_robust"] = agg["n_robust"].astype(int)
+    agg["passes"] = agg["passes"].astype(np.int64)  # a count; the worst-case sum made it float
     agg["robust_acc"] = agg["n_robust"] / agg["n"]
     agg["ci_low"], agg["ci_high"] = wilson_interval(agg["n_robust"].to_numpy(), agg["n"].to_numpy())
     agg["clean_acc"] = agg["n_clean"] / agg["n"]

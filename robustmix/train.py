@@ -116,17 +116,29 @@ def run_name(recipe: Recipe, variant: str, params: dict, seed: int) -> str:
     return f"{recipe.name}/{variant_tag(variant, params)}-s{seed}"
 
 
+# Recipe keys that list *other* runs or only describe: they do not change this
+# run's weights, so they must not invalidate its checkpoint or resume state
+# (e.g. `--seeds 0,1` after seed 0 finished must skip seed 0, not retrain it).
+_NOT_IN_RUN_HASH = ("variants", "seeds", "description")
+
+
+def run_hash(recipe: Recipe, variant: str, params: dict, seed: int) -> str:
+    """Identity of one (recipe, variant, seed) run: equal hash = same training."""
+    config = {k: v for k, v in asdict(recipe).items() if k not in _NOT_IN_RUN_HASH}
+    return stable_hash(config | {"_variant": [variant, params], "_seed": seed})
+
+
 def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: ModelStore,
               device: torch.device, on_epoch_end: Callable[[int], None] | None = None,
               progress: bool = True) -> TrainResult:
     name = run_name(recipe, variant, params, seed)
+    recipe_hash = run_hash(recipe, variant, params, seed)
     if store.exists(name):
         meta = store.meta(name)
-        if meta.get("recipe_hash") == stable_hash(asdict(recipe) | {"_variant": [variant, params], "_seed": seed}):
+        if meta.get("recipe_hash") == recipe_hash:
             m = meta["metrics"]
             return TrainResult(name, variant, seed, m["clean_acc"], meta["params"], meta["trainable_params"],
                                meta["seconds"], "skipped")
-    recipe_hash = stable_hash(asdict(recipe) | {"_variant": [variant, params], "_seed": seed})
 
     root = recipe.data.root
     train_ds = datasets.load_dataset(recipe.data.name, "train", root=root, download=recipe.data.download)

@@ -84,3 +84,9 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def fake_fmnist_writer():
+    """write(root, n_train, n_test, seed=0) -> root: synthetic Fashion-MNIST of any size."""
+    return write_fake_fashion_mnist
