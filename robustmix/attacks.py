@@ -51,7 +51,7 @@ class AttackResult:
     x_adv: Tensor    # (N,C,H,W) in [0,1], within eps of x
     correct: Tensor  # bool (N,): model(x_adv).argmax == y
     margin: Tensor   # float (N,): logit[y] - max_{j != y} logit[j] at x_adv
-    passes: int      # model evaluations per example spent by the attack
+    passes: int      # example forward(+backward) passes spent: sum of batch sizes over steps
     seconds: float = 0.0  # wall time spent at this eps (nested sweeps: on the still-robust examples)
 
 
@@ -555,7 +555,8 @@ def sweep(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, eps_grid: list
             results[e].seconds = time.perf_counter() - t0
         return results
     x, y = x.detach(), y.detach().long()
-    with _attack_mode(model):
+    # The clean pass too: a randomised model must not move the caller's RNG.
+    with _attack_mode(model), _isolated_rng(x.device, seed):
         correct, margin = _evaluate(model, x, y)
     x_cur, results = x.clone(), {}
     for e in grid:

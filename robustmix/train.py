@@ -150,6 +150,7 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
                          mean=list(info.mean), std=list(info.std), variant_seed=seed, variant_params=params,
                          **recipe.model.args).to(device)
     optimizer = make_optimizer(recipe, model)
+    learned = [p for p in model.parameters() if p.requires_grad]
     total, trainable = count_params(model)
     indices = train_subset(recipe, len(train_ds))
     steps = max(1, math.ceil(len(indices) / recipe.batch_size))
@@ -170,9 +171,13 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
         model.train()
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = indices[torch.randperm(len(indices), generator=gen)]
-        loss_sum, correct, seen = 0.0, 0, 0
+        # Running sums stay on the device: a .item() per step would force a sync.
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        seen = 0
+        show = progress and sys.stderr.isatty()
         bar = tqdm(range(steps), desc=f"{name} epoch {epoch + 1}/{recipe.epochs}", leave=False,
-                   disable=not (progress and sys.stderr.isatty()), unit="batch")
+                   disable=not show, unit="batch")
         for step in bar:
             idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
             x, y = datasets.batch(train_ds, idx)
@@ -185,21 +190,22 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if recipe.optimizer.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                               recipe.optimizer.grad_clip)
+                torch.nn.utils.clip_grad_norm_(learned, recipe.optimizer.grad_clip)
             optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            rate = seen / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
+            if show:
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                                img_s=f"{rate:.0f}")
         bar.close()
-        elapsed += time.perf_counter() - t0
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                        "train_acc": correct / max(seen, 1), "seconds": elapsed})
-        print(f"{name}: epoch {epoch + 1}/{recipe.epochs} loss {loss_sum / max(seen, 1):.4f} "
-              f"acc {correct / max(seen, 1):.4f} {seen / max(time.perf_counter() - t0, 1e-9):.0f} img/s",
-              file=sys.stderr)
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        train_loss, train_acc = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "seconds": elapsed})
+        print(f"{name}: epoch {epoch + 1}/{recipe.epochs} loss {train_loss:.4f} acc {train_acc:.4f} "
+              f"{seen / max(seconds, 1e-9):.0f} img/s", file=sys.stderr)
         state_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(state_path) as tmp:
             torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),

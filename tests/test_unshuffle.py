@@ -1,0 +1,159 @@
+"""Pixel un-shuffling (claim 6): the permutation, the model, the recipe, and the claim itself."""
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import pytest
+import torch
+
+from robustmix import data as datasets
+from robustmix.errors import CheckpointError, ConfigError
+from robustmix.models import ChannelMix, SpatialMix
+from robustmix.unshuffle import (UnshuffleRecipe, add_cli, build_unshuffle_model, load_unshuffle_model,
+                                 load_unshuffle_recipe, make_permutation, shuffle_images, train_unshuffle,
+                                 unshuffle_images, write_unshuffle_grid, write_unshuffle_report)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors on 2 contended threads spin-wait; one thread is faster and deterministic.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+FMNIST = datasets.dataset_info("fashion-mnist")
+
+
+def recipe_file(tmp_path, data_root, *, model_args="{ dim = 8, depth = 2, kernel_size = 3 }",
+                variants='["full", "chans"]', extra="", data_extra="", name="r") -> str:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"""
+variants = {variants}
+seeds = [0]
+epochs = 1
+batch_size = 32
+device = "cpu"
+{extra}
+[data]
+name = "fashion-mnist"
+root = "{data_root}"
+{data_extra}
+[model]
+name = "convmixer_16_2_ks3_p4"
+args = {model_args}
+[optimizer]
+lr = 0.01
+""")
+    return str(path)
+
+
+def test_permutation_is_a_seeded_bijection_and_unshuffle_is_exact():
+    perm = make_permutation(7, 5, seed=3)
+    assert perm.dtype == torch.int64 and sorted(perm.tolist()) == list(range(35))
+    assert torch.equal(perm, make_permutation(7, 5, seed=3))
+    assert not torch.equal(perm, make_permutation(7, 5, seed=4))
+    x = torch.rand(4, 3, 7, 5)
+    shuffled = shuffle_images(x, perm)
+    assert not torch.equal(shuffled, x)
+    assert torch.equal(unshuffle_images(shuffled, perm), x)
+    assert torch.equal(shuffle_images(unshuffle_images(x, perm), perm), x)
+    # Every channel moves alike: the same position permutation for each.
+    assert torch.equal(shuffled[:, 1], shuffle_images(x[:, 1:2], perm)[:, 0])
+    with pytest.raises(ConfigError, match="does not fit"):
+        shuffle_images(torch.rand(1, 1, 6, 5), perm)
+
+
+def test_model_keeps_resolution_and_outputs_pixels():
+    recipe = UnshuffleRecipe(name="t")
+    recipe.model.args = {"dim": 8, "depth": 2, "kernel_size": 3}
+    model = build_unshuffle_model(recipe, "full", 0, FMNIST).eval()
+    x = torch.rand(2, 1, 28, 28)
+    y = model(x)
+    assert y.shape == x.shape
+    assert y.min() >= 0 and y.max() <= 1
+    assert model.model_args["patch_size"] == 1
+    assert not any(isinstance(m, torch.nn.Linear) or getattr(m, "stride", (1, 1)) != (1, 1)
+                   for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+
+
+@pytest.mark.parametrize("variant, frozen_type", [("full", None), ("chans", SpatialMix), ("space", ChannelMix)])
+def test_variant_freezes_exactly_its_mixing_layers(variant, frozen_type):
+    recipe = UnshuffleRecipe(name="t")
+    recipe.model.args = {"dim": 8, "depth": 2, "kernel_size": 3}
+    model = build_unshuffle_model(recipe, variant, 0, FMNIST)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    expected = {f"{n}.{p}" for n, m in model.named_modules() if frozen_type and isinstance(m, frozen_type)
+                for p, _ in m.named_parameters()}
+    assert frozen == expected
+    assert all(p.requires_grad for p in model.head.parameters())  # the pixel head learns in every variant
+
+
+def test_recipe_is_strict(tmp_path):
+    ok = load_unshuffle_recipe(recipe_file(tmp_path, tmp_path, name="ok"))
+    assert ok.name == "ok" and ok.variant_list() == [("full", {}), ("chans", {})]
+    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
+        load_unshuffle_recipe(recipe_file(tmp_path, tmp_path, extra="epoch = 3", name="a"))
+    with pytest.raises(ConfigError, match="unknown key 'data.subset'"):
+        load_unshuffle_recipe(recipe_file(tmp_path, tmp_path, data_extra="subset = 3", name="b"))
+    with pytest.raises(ConfigError, match="patch_size = 1"):
+        load_unshuffle_recipe(recipe_file(tmp_path, tmp_path, model_args="{ patch_size = 2 }", name="c"))
+    with pytest.raises(ConfigError, match="unknown variant 'chan'"):
+        load_unshuffle_recipe(recipe_file(tmp_path, tmp_path, variants='["chan"]', name="d"))
+    with pytest.raises(ConfigError, match="permutation_seed: expected int"):
+        load_unshuffle_recipe(recipe_file(tmp_path, tmp_path, extra='permutation_seed = "x"', name="e"))
+
+
+def test_pipeline_saves_reloads_reports_and_reuses(tmp_path, fake_fmnist):
+    path = recipe_file(tmp_path, fake_fmnist, data_extra="train_subset = 64")  # all 64 test images
+    recipe = load_unshuffle_recipe(path)
+    out = tmp_path / "out"
+    df = train_unshuffle(recipe, out, log=lambda msg: None)
+    assert list(df.columns) == ["variant", "seed", "test_mse", "test_psnr", "identity_psnr", "mean_psnr",
+                                "params", "trainable_params", "seconds"]
+    assert list(df["variant"]) == ["full", "chans"]
+    assert df.loc[1, "trainable_params"] < df.loc[0, "trainable_params"] == df.loc[0, "params"]
+    model, meta = load_unshuffle_model(out / "models" / "chans-s0")
+    assert meta["variant"] == "chans" and meta["permutation_seed"] == 0
+    x = datasets.batch(datasets.load_dataset("fashion-mnist", "test", root=fake_fmnist), range(64))[0]
+    with torch.no_grad():
+        mse = float(((model(shuffle_images(x, make_permutation(28, 28, 0))) - x) ** 2).mean())
+    assert mse == pytest.approx(df.loc[1, "test_mse"], rel=1e-4)
+    # Same config again: reused, not retrained.
+    again = train_unshuffle(recipe, out, log=lambda msg: None)
+    pd.testing.assert_frame_equal(again, df)
+    grid = write_unshuffle_grid(recipe, out, n_images=4)
+    paths = write_unshuffle_report(df, grid, out)
+    assert grid.stat().st_size > 0 and all(p.exists() for p in paths)
+    assert "grid.png" in (out / "index.html").read_text()
+    (out / "models" / "chans-s0" / "weights.safetensors").write_bytes(b"tampered")
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_unshuffle_model(out / "models" / "chans-s0")
+
+
+def test_cli_handler(tmp_path, fake_fmnist, capsys):
+    path = recipe_file(tmp_path, fake_fmnist, variants='["chans"]', data_extra="train_subset = 32\ntest_subset = 8")
+    parser = argparse.ArgumentParser(prog="robustmix")
+    add_cli(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(["unshuffle", path, "--out", str(tmp_path / "cli"), "--epochs", "1", "--device", "cpu"])
+    assert args.fn(args) == 0
+    for name in ("results.csv", "grid.png", "index.html"):
+        assert (tmp_path / "cli" / name).exists()
+    assert "test_psnr" in capsys.readouterr().out
+
+
+def test_channels_only_model_learns_to_unshuffle_past_both_baselines(tmp_path, real_fmnist):
+    # The key claim at test scale: frozen random spatial filters, only channel mixing
+    # (plus stem/norms/head) learns, 512 real images. Depth 4 x kernel 7 gives a 25-pixel
+    # receptive field, most of the 28x28 image. Measured: ~13.2 dB vs 10.7 (mean image)
+    # and 6.6 (identity), so a 1 dB margin is robust yet far from what the baselines reach.
+    path = recipe_file(tmp_path, real_fmnist, model_args="{ dim = 24, depth = 4, kernel_size = 7 }",
+                       variants='["chans"]',
+                       data_extra="train_subset = 512\ntest_subset = 500")
+    recipe = load_unshuffle_recipe(path, {"epochs": 10})
+    row = train_unshuffle(recipe, tmp_path / "claim", log=lambda msg: None).iloc[0]
+    assert row["test_psnr"] > row["mean_psnr"] + 1.0, row.to_dict()
+    assert row["test_psnr"] > row["identity_psnr"] + 1.0, row.to_dict()
+    assert row["mean_psnr"] > row["identity_psnr"]  # the stronger baseline is the one to beat
