@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .fileio import atomic_path
 from .models.layers import SpatialMix
-from .spectrum import DEFAULT_THRESHOLD_FRACTION, _magnitudes, envelope_coverage, model_slug
+from .spectrum import DEFAULT_THRESHOLD_FRACTION, _magnitudes, envelope_coverage
 from .variants import VARIANTS, parse_variant, resolve_variant
 
 # Generated bank kind -> the variant whose fill draws it. "random" is the
@@ -201,10 +200,7 @@ def cmd_spectrum(args) -> int:
         banks[label] = bank_for(kind, args.channels, args.kernel_size, seed=args.seed, **p)
         params[label] = {"kind": kind, "seed": args.seed, **p}
     for source in args.model or []:
-        try:
-            found = model_banks(source, args.layer, args.store)
-        except CheckpointError as exc:
-            raise ConfigError(str(exc)) from None
+        found = model_banks(source, args.layer, args.store)  # a corrupt checkpoint stays a CheckpointError
         banks.update(found)
         params.update({label: {"kind": "model"} for label in found})
     if args.n < 1:

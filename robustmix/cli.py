@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .errors import ConfigError, RobustmixError
 
@@ -24,9 +25,16 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_train(args) -> int:
-    from .recipe import load_recipe
+    from .recipe import load_recipe, recipe_task
     from .store import ModelStore, default_store_root
     from .train import summary_table, train_recipe
+
+    if recipe_task(args.recipe) == "unshuffle":
+        from .unshuffle import cmd_unshuffle, load_unshuffle_recipe
+
+        name = load_unshuffle_recipe(args.recipe).name
+        args.out = str(Path(args.out or default_store_root()) / name)
+        return cmd_unshuffle(args)
 
     overrides = {"epochs": args.epochs, "device": args.device, "seeds": args.seeds,
                  "variants": _csv_list(args.variants) if args.variants else None}
@@ -150,7 +158,7 @@ def cmd_data(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="robustmix", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="robustmix", description="Robustness curves for separable-convolution models.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train every (variant x seed) of a recipe into the zoo store")
@@ -207,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("name")
     dp.add_argument("--root", help="data root (default ./data or $ROBUSTMIX_DATA)")
     d.set_defaults(fn=cmd_data)
+
+    from . import analysis, unshuffle
+
+    analysis.add_cli(sub)
+    unshuffle.add_cli(sub)
     return p
 
 

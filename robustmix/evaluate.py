@@ -293,7 +293,11 @@ def finalize(spec, store, unit_keys, model_rows, probe_keys, dev, seconds) -> pd
     run = {"spec": asdict(spec), "spec_hash": spec.spec_hash(), "eval_seed": spec.seed,
            "eps_grid": spec.eps_grid, "n_examples": int(examples["index"].nunique()) if len(examples) else 0,
            "nested": spec.nested, "code_version": code_version(), "packages": package_versions(),
-           "device": device_description(dev), "seconds": seconds,
+           "device": device_description(dev),
+           # Attack time summed over all units (also those done by earlier, resumed runs);
+           # wall_seconds is only this invocation, which skips finished units.
+           "seconds": float(examples.drop_duplicates(["unit", "eps"])["seconds"].sum()) if len(examples) else 0.0,
+           "wall_seconds": seconds,
            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     store.write_tables(summary, models, diagnostics, run)
     return summary

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .eps import format_eps, parse_eps  # noqa: F401  (re-exported for callers)
 from .errors import ConfigError, StoreError
+from .fileio import atomic_path, umask
 from .schema import WORST_CASE
 
 LEADERBOARD_COLUMNS = (
@@ -235,28 +236,21 @@ def _tmp_dir_next_to(target: Path) -> Path:
     """A fresh temp dir in target's parent (same filesystem, so rename is atomic)."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700; exports are meant to be shared
+        return tmp
     except OSError as exc:
         raise StoreError(f"cannot write to {target}: {exc.strerror or exc} at {target.parent}; "
                          "pass a path in a writable directory") from None
 
 
 def _atomic_write(path: Path, write, newline=None) -> None:
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory; pass a file path such as {path / 'leaderboard.csv'}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise StoreError(f"{path} is a directory; pass a file path such as {path / 'leaderboard.csv'}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", encoding="utf-8", newline=newline) as f:
+                write(f)
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}; "
                          "pass a path in a writable directory") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
-            write(f)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; "
-                         "pass a path in a writable directory") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -101,6 +101,14 @@ class Recipe:
         return out
 
 
+def recipe_task(path: str | Path) -> str:
+    """The recipe's task ("classify" unless it says otherwise): picks the trainer."""
+    task = load_toml(path).get("task", "classify")
+    if task not in ("classify", "unshuffle"):
+        raise ConfigError(f"task: unknown task {task!r}; choose classify or unshuffle")
+    return task
+
+
 def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
     """Parse a recipe file; ``overrides`` (from CLI flags) replace top-level keys."""
     data = load_toml(path)

@@ -28,6 +28,7 @@ import pandas as pd
 from . import schema
 from .errors import StoreError
 from .export import EPS_TOL, format_eps
+from .fileio import umask
 from .schema import WORST_CASE
 from .spectrum import model_slug
 
@@ -350,7 +351,7 @@ def write_report(results_dir, out_dir) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the report should be shareable
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700; the report should be shareable
     except OSError as exc:
         raise StoreError(f"cannot write the report to {out}: {exc.strerror or exc}; "
                          "pass a directory path whose parent is a writable directory") from None
@@ -364,12 +365,6 @@ def write_report(results_dir, out_dir) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out / "index.html"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

@@ -135,6 +135,7 @@ class UnshuffleSchedule:
 @dataclass
 class UnshuffleRecipe:
     name: str
+    task: Literal["unshuffle"] = "unshuffle"   # how `robustmix train` tells it from a classifier recipe
     data: UnshuffleData = field(default_factory=UnshuffleData)
     model: UnshuffleModel = field(default_factory=UnshuffleModel)
     variants: list[str] = field(default_factory=lambda: ["full", "chans", "space"])
@@ -417,8 +418,9 @@ def write_unshuffle_report(results: pd.DataFrame, grid_png: str | Path | None, o
     table = summarise(results).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
     grid = ""
     if grid_png is not None:
-        rel = Path(grid_png).resolve().relative_to(out_dir.resolve()) if Path(grid_png).resolve().is_relative_to(
-            out_dir.resolve()) else Path(grid_png).resolve()
+        grid_png = Path(grid_png).resolve()
+        # Link relative to the page when the grid sits under it, so the folder can move.
+        rel = grid_png.relative_to(out_dir.resolve()) if grid_png.is_relative_to(out_dir.resolve()) else grid_png
         grid = (f'<h2>Test images</h2><img src="{html.escape(rel.as_posix())}" '
                 'alt="rows: truth, shuffled, then each variant">')
     page = ("<!doctype html><meta charset='utf-8'><title>Pixel un-shuffling</title>"

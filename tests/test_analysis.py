@@ -84,7 +84,7 @@ def test_smoothing_lowers_high_frequency_energy():
     (lambda: spectrum_table({}), "no filter banks"),
 ])
 def test_bad_input_is_a_config_error(call, message):
-    with pytest.raises(ConfigError, match=None) as info:
+    with pytest.raises(ConfigError) as info:
         call()
     assert message in str(info.value) and "\n" not in str(info.value)
 
