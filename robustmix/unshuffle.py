@@ -41,6 +41,7 @@ from .errors import CheckpointError, ConfigError
 from .fileio import atomic_path, write_json_atomic, write_text_atomic
 from .models import count_params, create_model
 from .provenance import code_version, device_description, package_versions, stable_hash
+from .recipe import OptimSection, ScheduleSection  # same optimiser/schedule keys as classifier recipes
 from .variants import audit_frozen, parse_variant, resolve_variant, variant_tag
 
 FORMAT = "robustmix-unshuffle"
@@ -114,25 +115,6 @@ class UnshuffleModel:
 
 
 @dataclass
-class UnshuffleOptim:
-    # Same fields as recipe.OptimSection so train.make_optimizer/lr_at apply unchanged.
-    name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 0.01
-    weight_decay: float = 0.01
-    momentum: float = 0.9
-    grad_clip: float | None = 1.0
-
-    def validate(self, where):
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ConfigError(f"{where}: lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
-
-
-@dataclass
-class UnshuffleSchedule:
-    name: Literal["onecycle", "cosine", "constant"] = "onecycle"
-
-
-@dataclass
 class UnshuffleRecipe:
     name: str
     task: Literal["unshuffle"] = "unshuffle"   # how `robustmix train` tells it from a classifier recipe
@@ -143,8 +125,8 @@ class UnshuffleRecipe:
     epochs: int = 10
     batch_size: int = 128
     eval_batch_size: int = 500
-    optimizer: UnshuffleOptim = field(default_factory=UnshuffleOptim)
-    schedule: UnshuffleSchedule = field(default_factory=UnshuffleSchedule)
+    optimizer: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
     permutation_seed: int = 0
     device: str = "auto"
     description: str = ""

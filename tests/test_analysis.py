@@ -13,13 +13,8 @@ from robustmix.errors import ConfigError
 from robustmix.spectrum import spectral_envelope
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors on 2 contended threads spin-wait; one thread is faster and deterministic.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors on 2 contended threads spin-wait; one thread is faster and deterministic.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def coverage(table, bank, m=None):

@@ -15,13 +15,8 @@ from robustmix.unshuffle import (UnshuffleRecipe, add_cli, build_unshuffle_model
                                  unshuffle_images, write_unshuffle_grid, write_unshuffle_report)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors on 2 contended threads spin-wait; one thread is faster and deterministic.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors on 2 contended threads spin-wait; one thread is faster and deterministic.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 FMNIST = datasets.dataset_info("fashion-mnist")
