@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -55,8 +56,11 @@ def _save(fig: Figure, out_dir: Path, stem: str, tight: bool = True) -> dict:
         path = out_dir / f"{stem}.{ext}"
         # bbox_inches="tight" grows the canvas to include legends placed outside the
         # axes; it costs an extra draw, so fixed-layout figures skip it.
-        fig.savefig(path, format=ext, dpi=DPI, bbox_inches="tight" if tight else None,
-                    metadata={"Date": None} if ext == "svg" else None)
+        # A fixed hash salt and no date: the same results give byte-identical SVGs,
+        # so a regenerated, committed report only changes where the data did.
+        with matplotlib.rc_context({"svg.hashsalt": "robustmix"}):
+            fig.savefig(path, format=ext, dpi=DPI, bbox_inches="tight" if tight else None,
+                        metadata={"Date": None} if ext == "svg" else None)
         paths[ext] = path
     return paths
 

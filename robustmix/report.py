@@ -195,17 +195,18 @@ def model_flags(results: Results) -> dict[str, list[str]]:
 def missing_cells(summary: pd.DataFrame) -> pd.DataFrame:
     """(model, threat_model, attack, eps) cells other models have but this one lacks.
 
-    The expected grid of a threat model is every attack run for any model x
-    every eps evaluated for any model, so a model that skipped a whole
-    threat model is partial too.
+    The expected cells of a threat model are the (attack, eps) pairs any
+    model has: a spec may run an attack at a subset of the grid on purpose
+    (AutoAttack at one eps), which is not partial; a model that skipped a
+    whole threat model is.
     """
     att = summary[summary["attack"] != WORST_CASE]
     have = set(map(tuple, att[["model", "threat_model", "attack", "eps"]].itertuples(index=False)))
     rows = []
     for tm, d in att.groupby("threat_model"):
-        attacks, eps = sorted(d["attack"].unique()), sorted(d["eps"].unique())
+        cells = sorted(set(map(tuple, d[["attack", "eps"]].itertuples(index=False))))
         for model in summary["model"].unique():
-            rows += [(model, tm, a, e) for a in attacks for e in eps if (model, tm, a, e) not in have]
+            rows += [(model, tm, a, e) for a, e in cells if (model, tm, a, e) not in have]
     return pd.DataFrame(rows, columns=["model", "threat_model", "attack", "eps"])
 
 
