@@ -216,10 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--root", help="data root (default ./data or $ROBUSTMIX_DATA)")
     d.set_defaults(fn=cmd_data)
 
-    from . import analysis, unshuffle
+    from . import analysis, reproduce, unshuffle
 
     analysis.add_cli(sub)
     unshuffle.add_cli(sub)
+    reproduce.add_cli(sub)
     return p
 
 

@@ -1,0 +1,200 @@
+"""`robustmix reproduce paper`: train, evaluate and analyse, then judge each paper claim.
+
+Steps (each resumable because the step it calls is): train the controls,
+smoothing and width zoos (``train_recipe`` skips finished runs; the width
+recipe is trained once per width in CPU_WIDTHS as ``fashion-mnist-width-w<dim>``
+with ``model.args.dim = dim``), evaluate them with evals/paper-cpu.toml
+(``run_eval`` reuses finished work units), compute the spectral-envelope table
+of generated banks (analysis), train the un-shuffle recipe
+(``unshuffle.train_unshuffle`` reuses finished runs), then write
+``OUT/index.html``: one section per claim with its numbers, CIs and verdict
+(robustmix.verdicts), built in a temporary directory and moved into place.
+``quick=True`` shrinks everything (a few hundred images, one epoch) into a
+separate store/results so real runs are never overwritten: a smoke test only.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import html
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .config import from_dict, load_toml
+
+CPU_WIDTHS = (16, 32, 64)
+GPU_WIDTHS = (128, 256)  # paper scale: pass widths=CPU_WIDTHS + GPU_WIDTHS on a GPU
+ZOO = {"controls": "zoo/fashion-mnist-controls.toml", "smoothing": "zoo/fashion-mnist-smoothing.toml",
+       "width": "zoo/fashion-mnist-width.toml", "unshuffle": "zoo/fashion-mnist-unshuffle.toml"}
+SPEC = "evals/paper-cpu.toml"
+DEMO_PATTERN = "fashion-mnist-demo/*"
+SPECTRUM_BANKS = ["random", "shared", "correlated:rho=0.5", "correlated:rho=0.9", "delta", "box",
+                  "gaussian:sigma=1", "smooth:sigma=1"]
+QUICK = {"train_subset": 300, "epochs": 1, "eval_n": 100, "attack_n": 16, "queries": 50, "pgd_steps": 5,
+         "unshuffle_train": 200, "unshuffle_test": 100}
+FIGURE_FOR = {"3": "robustness_curves", "3b": "robustness_curves"}
+
+
+def classify_recipes(root: Path, widths=CPU_WIDTHS, quick: bool = False) -> list:
+    from .recipe import load_recipe
+
+    out = [load_recipe(root / ZOO["controls"]), load_recipe(root / ZOO["smoothing"])]
+    base = load_recipe(root / ZOO["width"])
+    for dim in widths:
+        r = copy.deepcopy(base)
+        r.name = f"{base.name}-w{dim}"
+        r.model.args = {**r.model.args, "dim": int(dim)}
+        out.append(r)
+    if quick:
+        for r in out:
+            r.data.train_subset, r.epochs = QUICK["train_subset"], QUICK["epochs"]
+    return out
+
+
+def paper_spec(root: Path, store, results, quick: bool = False):
+    """evals/paper-cpu.toml with patterns that match nothing dropped, plus the demo zoo if present."""
+    from .spec import EvalSpec
+    from .store import ModelStore
+
+    data = load_toml(root / SPEC)
+    data.setdefault("name", Path(SPEC).stem)
+    zoo = ModelStore(store)
+    models = [p for p in data["models"] if zoo.names(p)]
+    if zoo.names(DEMO_PATTERN) and DEMO_PATTERN not in models:
+        models.append(DEMO_PATTERN)
+    data.update(models=models, store=str(store), results=str(results))
+    if quick:
+        data["name"] += "-quick"
+        data["data"] = {**data.get("data", {}), "n": QUICK["eval_n"], "batch_size": QUICK["eval_n"]}
+        for a in data["attacks"]:
+            if "n" in a:
+                a["n"] = min(a["n"], QUICK["attack_n"])
+            if a["name"] == "square":
+                a["n_queries"] = QUICK["queries"]
+            if a["name"] == "pgd":
+                a["steps"] = QUICK["pgd_steps"]
+    return from_dict(EvalSpec, data)
+
+
+def spectrum(channels: int = 32, kernel_size: int = 5, seed: int = 0):
+    from .analysis import bank_for, bank_label, parse_bank, spectrum_table
+
+    banks = {}
+    for text in SPECTRUM_BANKS:
+        kind, params = parse_bank(text)
+        banks[bank_label(kind, params)] = bank_for(kind, channels, kernel_size, seed, **params)
+    return spectrum_table(banks), banks
+
+
+def reproduce_paper(out_dir="reports/paper", store=None, results=None, device=None, quick: bool = False,
+                    root=".", widths=CPU_WIDTHS, log=print) -> Path:
+    """Run every step (resumably) and write ``out_dir/index.html``; return its path."""
+    from .evaluate import run_eval
+    from .report import load_results, write_report
+    from .store import ModelStore, default_store_root
+    from .train import train_recipe
+    from .unshuffle import load_unshuffle_recipe, train_unshuffle, write_unshuffle_grid, write_unshuffle_report
+    from .verdicts import all_verdicts
+
+    root, out = Path(root), Path(out_dir)
+    suffix = "-quick" if quick else ""
+    store = Path(store or (f"zoo/store{suffix}" if quick else default_store_root()))
+    results = Path(results or f"results/paper-cpu{suffix}")
+    zoo = ModelStore(store)
+    for recipe in classify_recipes(root, widths, quick):
+        log(f"train {recipe.name}")
+        train_recipe(recipe, zoo, device=device, progress=not quick)
+    spec = paper_spec(root, store, results, quick)
+    log(f"eval {spec.name} -> {results}")
+    run_eval(spec, results, device=device, progress=not quick, log=lambda *a, **k: None)
+    res = load_results(results)
+    write_report(results, out / "eval")
+    table, banks = spectrum()
+    from .analysis import write_spectrum_report
+    write_spectrum_report(table, banks, out / "spectrum")
+    un = load_unshuffle_recipe(root / ZOO["unshuffle"])
+    if quick:
+        un.epochs, un.data.train_subset, un.data.test_subset = 1, QUICK["unshuffle_train"], QUICK["unshuffle_test"]
+    un_dir = store / (un.name + suffix)
+    log(f"unshuffle {un.name} -> {un_dir}")
+    un_results = train_unshuffle(un, un_dir, device=device, log=lambda m: None if quick else log(m))
+    grid = write_unshuffle_grid(un, un_dir)
+    write_unshuffle_report(un_results, grid, out / "unshuffle")
+    verdicts = all_verdicts(res.summary, res.diagnostics, table, un_results)
+    figures = {"4": out / "spectrum" / "spectrum.png", "6": grid}
+    return write_index(verdicts, out, figures=figures,
+                       links={"eval": "eval/index.html", "spectrum": "spectrum/spectrum.csv",
+                              "unshuffle": "unshuffle/index.html"})
+
+
+_CSS = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+        ".v{font-weight:bold;padding:.1em .5em;border-radius:.3em}.holds{background:#cfc}"
+        ".does-not-hold{background:#fcc}.not-shown{background:#eee}img{max-width:100%}"
+        "pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em}")
+
+
+def _embed(path) -> str:
+    p = Path(path)
+    if not p.is_file():
+        return ""
+    data = base64.b64encode(p.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(p.name)}" src="data:image/png;base64,{data}">'
+
+
+def write_index(verdicts, out_dir, figures: dict | None = None, links: dict | None = None) -> Path:
+    """Self-contained ``out_dir/index.html`` (figures embedded as data URIs), built in a temp
+    dir beside it and moved into place; everything from the data is HTML-escaped."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    links = links or {}
+    sections = []
+    for v in verdicts:
+        cls = v.verdict.replace(" ", "-")
+        nums = html.escape(json.dumps(v.numbers, indent=1, default=str, sort_keys=True))
+        fig = _embed(figures[v.claim]) if figures and v.claim in figures else ""
+        sections.append(
+            f'<section id="claim-{html.escape(v.claim)}"><h2>Claim {html.escape(v.claim)}: '
+            f'<span class="v {cls}">{html.escape(v.verdict)}</span></h2>'
+            f"<p><i>{html.escape(v.statement)}</i></p><p>{html.escape(v.evidence)}</p>{fig}"
+            f"<details><summary>numbers</summary><pre>{nums}</pre></details></section>")
+    nav = " · ".join(f'<a href="{html.escape(href)}">{html.escape(name)}</a>' for name, href in links.items())
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>robustmix: paper claims</title>"
+            f"<style>{_CSS}</style></head><body><h1>Rethinking the Role of Spatial Mixing: claims, measured</h1>"
+            "<p>Verdicts are computed from the data by robustmix.verdicts: <b>holds</b> and <b>does not hold</b> "
+            "need the difference outside the 95% intervals; <b>not shown</b> means intervals overlap, data are "
+            "missing, or a diagnostic flag (possible gradient masking) makes robustness numbers untrustworthy."
+            f"</p><p>{nav}</p>{''.join(sections)}</body></html>\n")
+    tmp = Path(tempfile.mkdtemp(prefix=".index.tmp-", dir=out))
+    try:
+        (tmp / "index.html").write_text(page, encoding="utf-8")
+        os.replace(tmp / "index.html", out / "index.html")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / "index.html"
+
+
+def cmd_reproduce(args) -> int:
+    index = reproduce_paper(args.out, store=args.store, results=args.results, device=args.device,
+                            quick=args.quick)
+    print(f"report in {index}")
+    return 0
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Register ``robustmix reproduce paper [--out DIR] [--device D] [--quick]``."""
+    p = subparsers.add_parser("reproduce", help="reproduce the paper's claims end to end, with verdicts")
+    sub = p.add_subparsers(dest="reproduce_cmd", required=True)
+    s = sub.add_parser("paper", help="train, evaluate, analyse; write OUT/index.html with one verdict per claim")
+    s.add_argument("--out", default="reports/paper", help="report directory (default reports/paper)")
+    s.add_argument("--store", help="zoo store (default zoo/store or $ROBUSTMIX_ZOO; zoo/store-quick with --quick)")
+    s.add_argument("--results", help="result store (default results/paper-cpu[-quick])")
+    s.add_argument("--device", help="auto | cpu | cuda[:N]")
+    s.add_argument("--quick", action="store_true",
+                   help="smoke test: a few hundred images, 1 epoch, tiny attacks (separate store)")
+    s.set_defaults(fn=cmd_reproduce)
+    return p
