@@ -88,8 +88,11 @@ def check_curves(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
                 if e is not None and "fgsm-beats-pgd" not in found:
                     found["fgsm-beats-pgd"] = f"{tm} eps={e:g}: {f} {acc.at[e, f]:.3f} < {p} {acc.at[e, p]:.3f}"
         for a in acc.columns:
-            col = acc[a].dropna()
-            rising = col.diff() > 1e-12
+            col, n_col = acc[a].dropna(), ns[a].dropna()
+            # Only steps between equal example sets count: a worst-case row narrowed to the
+            # subset a costly attack ran on is a different population, not a rising curve.
+            same = n_col.reindex(col.index).diff() == 0
+            rising = (col.diff() > 1e-12) & same
             if rising.any() and "non-monotonic" not in found:
                 found["non-monotonic"] = f"{tm} {a}: robust accuracy rises at eps={rising.idxmax():g}"
         # AutoAttack contains Square, so it is not a fair white-box reference here.
