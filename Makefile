@@ -34,12 +34,16 @@ paper: setup system
 	$(PY) -m robustmix data prepare fashion-mnist
 	$(PY) -m robustmix reproduce paper --out reports/paper
 
-test: setup system
+# Tests that need the Debian packages skip (with the reason) when they cannot be installed.
+test: setup
+	-bash scripts/system_deps.sh
 	$(PY) -m pytest -q
 
-bench: setup
+# Benchmarks print robustmix's figures next to a reference in one run (CPU sizes).
+bench: setup system
+	$(PY) -m robustmix data prepare fashion-mnist
 	$(PY) bench/train_throughput.py
-	$(PY) bench/bench_attacks.py --data fashion-mnist
+	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_report.py
 
 clean-venv:
