@@ -58,7 +58,7 @@ def cmd_eval(args) -> int:
                        log=(lambda *a, **k: None) if args.quiet else print)
     print(summary_text(summary))
     results = args.results or spec.results or f"results/{spec.name}"
-    flags = pd_read_flags(results)
+    flags = read_flags(results)
     if flags:
         print("\ndiagnostics (robustness numbers may be unreliable):")
         for line in flags:
@@ -67,7 +67,7 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def pd_read_flags(results) -> list[str]:
+def read_flags(results) -> list[str]:
     import pandas as pd
 
     diag = pd.read_csv(f"{results}/diagnostics.csv")
