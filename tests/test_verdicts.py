@@ -133,11 +133,16 @@ def test_claim4_uses_spectrum_and_accuracy():
     expect = V.HOLDS if v.numbers["parts"]["spectrum"] == V.HOLDS else V.FAILS
     assert v.verdict == expect
     # Hand-made coverage: a control at least as good -> does not hold.
-    fake = pd.DataFrame({"bank": ["random", "random", "box", "box"], "n_filters": [1, 2, 1, 2],
+    fake = pd.DataFrame({"bank": ["random", "random", "shared", "shared"], "n_filters": [1, 2, 1, 2],
                          "coverage": [0.3, 0.6, 0.5, 0.7]})
     assert V.claim4(fake, good, C).verdict == V.FAILS
-    fake2 = fake.assign(coverage=[0.3, 0.9, 0.5, 0.7])
+    tie = fake.assign(coverage=[0.3, 0.9, 0.5, 0.7])  # same mean coverage: not shown
+    assert V.claim4(tie, good, C).numbers["parts"]["spectrum"] == V.NOT_SHOWN
+    fake2 = fake.assign(coverage=[0.4, 0.9, 0.5, 0.7])
     assert V.claim4(fake2, good, C).verdict == V.HOLDS
+    # Deterministic filters are not spectrum controls by default: a flat delta does not decide it.
+    delta = pd.concat([fake2, pd.DataFrame({"bank": ["delta"] * 2, "n_filters": [1, 2], "coverage": [1.0, 1.0]})])
+    assert V.claim4(delta, good, C).numbers["parts"]["spectrum"] == V.HOLDS
     overlap = store({f"{C}/chans-s0": (0.89, {}), f"{C}/box-s0": (0.88, {})})
     assert V.claim4(fake2, overlap, C).verdict == V.NOT_SHOWN
     above = store({f"{C}/chans-s0": (0.80, {}), f"{C}/box-s0": (0.90, {})})
