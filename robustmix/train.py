@@ -72,6 +72,20 @@ def augment(x: torch.Tensor, names: list[str], gen: torch.Generator) -> torch.Te
     return x
 
 
+def optimizer_step(optimizer, loss, learned, recipe, t: float) -> None:
+    """One update at fractional epoch t: schedule LR, backward, clip, step.
+
+    Shared by every task's trainer so the optimisation recipe means the same thing everywhere.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(recipe, t)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.optimizer.grad_clip:
+        torch.nn.utils.clip_grad_norm_(learned, recipe.optimizer.grad_clip)
+    optimizer.step()
+
+
 def make_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     o = recipe.optimizer
@@ -183,15 +197,9 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
             x, y = datasets.batch(train_ds, idx)
             x = augment(x, recipe.augment, gen)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(recipe, epoch + (step + 1) / steps)
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=recipe.optimizer.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.optimizer.grad_clip:
-                torch.nn.utils.clip_grad_norm_(learned, recipe.optimizer.grad_clip)
-            optimizer.step()
+            optimizer_step(optimizer, loss, learned, recipe, epoch + (step + 1) / steps)
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)

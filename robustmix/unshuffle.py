@@ -276,7 +276,7 @@ def _run_hash(recipe, variant: str, params: dict, seed: int) -> str:
 def train_unshuffle(recipe: UnshuffleRecipe, out_dir: str | Path, device: str | None = None,
                     log=None) -> pd.DataFrame:
     """Train every (variant x seed); a finished run with the same config is reused, not retrained."""
-    from .train import lr_at, make_optimizer, resolve_device  # the classifier's schedule/optimiser
+    from .train import make_optimizer, optimizer_step, resolve_device  # the classifier's schedule/optimiser
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     dev = resolve_device(device or recipe.device)
@@ -318,14 +318,8 @@ def train_unshuffle(recipe: UnshuffleRecipe, out_dir: str | Path, device: str | 
                 for step in range(steps):
                     x = datasets.batch(train_ds, order[step * recipe.batch_size:(step + 1) * recipe.batch_size])[0]
                     x = x.to(dev, non_blocking=True)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr_at(recipe, epoch + (step + 1) / steps)
                     loss = F.mse_loss(model(shuffle_images(x, perm)), x)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if recipe.optimizer.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(learned, recipe.optimizer.grad_clip)
-                    optimizer.step()
+                    optimizer_step(optimizer, loss, learned, recipe, epoch + (step + 1) / steps)
                     loss_sum += loss.detach() * len(x)
                 log(f"{tag}: epoch {epoch + 1}/{recipe.epochs} train mse {loss_sum.item() / len(train_idx):.5f}")
             mse = evaluate_mse(model, test_ds, test_idx, perm, recipe.eval_batch_size, dev)
