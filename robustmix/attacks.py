@@ -14,6 +14,13 @@ Guarantees of ``run`` (shared by all attacks):
 * same seed -> bit-identical results;
 * ``x_adv`` lies in [0, 1] and within ``eps`` of ``x`` in the threat model's norm.
 
+Precision: an attack built with ``precision="bf16"`` runs the model's forward
+passes *inside the search* under bf16 autocast (cheaper steps on tensor-core
+GPUs), but every verdict -- the clean pass, the final scoring of ``x_adv`` --
+is made by the model in full precision. So bf16 can only change which
+adversarial examples are found, never what counts as robust, and a bf16 sweep
+is comparable example by example with an fp32 one.
+
 ``passes`` counts model evaluations per example spent by the attack (a gradient
 step counts once; the final scoring pass is not counted). For our own PGD/FGSM it
 is exact bookkeeping; for library attacks it is counted by wrapping the model.
@@ -37,13 +44,15 @@ from torch import Tensor, nn
 from robustmix.errors import ConfigError, DataError
 from robustmix.schema import THREAT_MODELS
 
-__all__ = ["AttackResult", "Attack", "make_attack", "sweep", "ATTACK_NAMES"]
+__all__ = ["AttackResult", "Attack", "make_attack", "sweep", "check_precision", "ATTACK_NAMES", "PRECISIONS"]
 
 ATTACK_NAMES = ("fgsm", "pgd", "autoattack", "square", "transfer", "torchattacks.<Name>")
 _AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 _AA_VERSIONS = ("standard", "plus", "rand", "custom")
 # Need extra constructor objects (a loader, a list of attacks) we cannot supply.
 _TA_EXCLUDED = {"MultiAttack", "LGV"}
+# Numeric precision of the model's forward passes during the search (see the module docstring).
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -135,6 +144,24 @@ def _isolated_rng(device: torch.device, seed: int):
             with torch.cuda.device(d):
                 torch.cuda.manual_seed(seed)
         yield
+
+
+class _Autocast(nn.Module):
+    """The model under bf16 autocast, returning fp32 logits so losses and gradients stay fp32."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            return self.model(x).float()
+
+
+def check_precision(precision) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: unknown value {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    return precision
 
 
 class _Counted(nn.Module):
@@ -299,8 +326,9 @@ class Attack:
 
     spec: dict = {}
 
-    def __init__(self, name: str, params: dict, threat_model: str):
+    def __init__(self, name: str, params: dict, threat_model: str, precision: str = "fp32"):
         self.name, self.threat_model = name, threat_model
+        self.precision = check_precision(precision)
         self.params = _check_params(name, params, self.spec)
         self._validate()
 
@@ -309,7 +337,7 @@ class Attack:
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.params.items() if not isinstance(v, nn.Module)}
-        return f"{type(self).__name__}({self.name!r}, {shown}, {self.threat_model!r})"
+        return f"{type(self).__name__}({self.name!r}, {shown}, {self.threat_model!r}, {self.precision!r})"
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int) -> AttackResult:
         eps = _check_eps(eps, self.threat_model)
@@ -320,7 +348,9 @@ class Attack:
             if eps == 0 or x.shape[0] == 0:
                 x_adv, passes = x.clone(), 0
             else:
-                x_adv, passes = self._perturb(model, x, y, eps, int(seed))
+                # .eval(): the wrapper's own flag is what library attacks look at.
+                searcher = _Autocast(model).eval() if self.precision == "bf16" else model
+                x_adv, passes = self._perturb(searcher, x, y, eps, int(seed))
                 x_adv = _project(x_adv.detach(), x, eps, self.threat_model)
             correct, margin = _evaluate(model, x_adv, y)
         return AttackResult(x_adv, correct, margin, int(passes))
@@ -441,7 +471,7 @@ class Transfer(Attack):
         sp = p["source_params"]
         if sp is None:  # stopping once the source is fooled would make weaker transfer examples
             sp = {"early_stop": False} if p["source_attack"] == "pgd" else {}
-        self._source = make_attack(p["source_attack"], sp, self.threat_model)
+        self._source = make_attack(p["source_attack"], sp, self.threat_model, self.precision)
 
     def _perturb(self, model, x, y, eps, seed):
         src, passes = self.params["source_model"], 0
@@ -464,7 +494,7 @@ class TorchAttack(Attack):
     model's norm; otherwise it is counted robust and its x_adv is reset to x.
     """
 
-    def __init__(self, name: str, params: dict, threat_model: str):
+    def __init__(self, name: str, params: dict, threat_model: str, precision: str = "fp32"):
         import torchattacks
 
         cls_name = name.split(".", 1)[1]
@@ -494,6 +524,7 @@ class TorchAttack(Attack):
         if missing:
             raise ConfigError(f"{name} needs argument(s) {', '.join(missing)}")
         self.name, self.threat_model, self.params = name, threat_model, dict(params)
+        self.precision = check_precision(precision)
         self.takes_eps = "eps" in args
 
     def _perturb(self, model, x, y, eps, seed):
@@ -517,16 +548,17 @@ class TorchAttack(Attack):
 _ATTACKS = {"fgsm": FGSM, "pgd": PGD, "autoattack": AutoAttack, "square": Square, "transfer": Transfer}
 
 
-def make_attack(name: str, params: dict | None, threat_model: str) -> Attack:
-    """Build an attack by name; unknown names, arguments, types or threat models raise ConfigError."""
+def make_attack(name: str, params: dict | None, threat_model: str, precision: str = "fp32") -> Attack:
+    """Build an attack by name; unknown names, arguments, types, threat models or precisions raise
+    ConfigError."""
     if threat_model not in THREAT_MODELS:
         raise ConfigError(f"unknown threat model {threat_model!r}; choose one of: {', '.join(THREAT_MODELS)}")
     params = {} if params is None else params
     if isinstance(name, str) and name.startswith("torchattacks."):
-        return TorchAttack(name, params, threat_model)
+        return TorchAttack(name, params, threat_model, precision)
     if name not in _ATTACKS:
         raise ConfigError(f"unknown attack {name!r}; choose one of: {', '.join(ATTACK_NAMES)}")
-    return _ATTACKS[name](name, params, threat_model)
+    return _ATTACKS[name](name, params, threat_model, precision)
 
 
 def sweep(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, eps_grid: list[float], seed: int,

@@ -25,37 +25,63 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_train(args) -> int:
+    from .distributed import current_world, shutdown
     from .recipe import load_recipe, recipe_task
     from .store import ModelStore, default_store_root
     from .train import summary_table, train_recipe
 
+    world = current_world()
     if recipe_task(args.recipe) == "unshuffle":
+        if world.distributed:
+            raise ConfigError("unshuffle recipes train in one process; run `robustmix train RECIPE` "
+                              "without torchrun")
         from .unshuffle import cmd_unshuffle, load_unshuffle_recipe
 
         name = load_unshuffle_recipe(args.recipe).name
         args.out = str(Path(args.out or default_store_root()) / name)
         return cmd_unshuffle(args)
 
+    # A number is a worker count; anything else goes to the recipe check, which names the key.
+    workers = int(args.workers) if args.workers and args.workers.isdigit() else args.workers
     overrides = {"epochs": args.epochs, "device": args.device, "seeds": args.seeds,
-                 "variants": _csv_list(args.variants) if args.variants else None}
+                 "variants": _csv_list(args.variants) if args.variants else None,
+                 "performance": {"amp": args.amp, "compile": args.compile, "channels_last": args.channels_last,
+                                 "workers": workers}}
     recipe = load_recipe(args.recipe, overrides)
     store = ModelStore(args.out or default_store_root())
-    results = train_recipe(recipe, store, progress=not args.quiet)
-    print(summary_table(results))
-    print(f"\nstored in {store.root}")
+    try:
+        results = train_recipe(recipe, store, progress=not args.quiet)
+    finally:
+        shutdown()
+    if world.is_main:  # one summary per job, not one per rank
+        print(summary_table(results))
+        print(f"\nstored in {store.root}")
     return 0
 
 
 def cmd_eval(args) -> int:
+    from .distributed import shutdown
     from .evaluate import run_eval, summary_text
     from .spec import load_spec
 
-    spec = load_spec(args.spec, {"store": args.store, "seed": args.seed})
+    spec = load_spec(args.spec, {"store": args.store, "seed": args.seed, "precision": args.precision})
     if args.n is not None:
         spec.data.n = args.n
         spec.validate("")
-    summary = run_eval(spec, args.results, device=args.device, progress=not args.quiet,
-                       log=(lambda *a, **k: None) if args.quiet else print)
+
+    def log(line: str) -> None:
+        # One write per line, flushed: under torchrun the ranks share stdout unbuffered (python -u),
+        # where print's separate write of the newline lets another rank's line in between.
+        if not args.quiet:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    try:
+        summary = run_eval(spec, args.results, device=args.device, progress=not args.quiet, log=log)
+    finally:
+        shutdown()
+    if summary is None:  # a non-zero rank of a sharded eval: rank 0 prints the results
+        return 0
     print(summary_text(summary))
     results = args.results or spec.results or f"results/{spec.name}"
     flags = read_flags(results)
@@ -169,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", type=_int_list, help="comma-separated seeds")
     t.add_argument("--out", help="zoo store directory (default zoo/store or $ROBUSTMIX_ZOO)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--amp", choices=["auto", "bf16", "off"], help="bf16 autocast of forward and loss "
+                   "(auto: bf16 on cuda, off on cpu)")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the training forward")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="NHWC memory format (default auto: on for cuda)")
+    t.add_argument("--workers", help="data loader processes: N or auto (auto: min(4, CPUs) on cuda, 0 on cpu)")
     t.set_defaults(fn=cmd_train)
 
     z = sub.add_parser("zoo", help="list, show or remove trained models")
@@ -188,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", help="auto | cpu | cuda[:N]")
     e.add_argument("--seed", type=int, help="evaluation seed (overrides the spec)")
     e.add_argument("--n", type=int, help="number of examples (overrides data.n)")
+    e.add_argument("--precision", help="fp32 | bf16: the model's precision inside attacks (overrides the spec)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=cmd_eval)
 

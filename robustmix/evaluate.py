@@ -5,12 +5,20 @@ chunk) nested eps sweep -> per-example units -> aggregates + diagnostics.
 Every unit's seed is derived from (eval seed, model, attack, threat model,
 chunk), so per-example results are reproducible and a resumed run equals an
 uninterrupted one.
+
+Scale-out follows from that: under ``torchrun`` every process plans the
+same ordered unit list and takes a fixed round-robin share of it (and of the
+model probes), so N processes write exactly the units one would, into the
+same store, and rank 0 aggregates after a barrier. A unit that runs out of
+device memory is re-run in smaller attack batches (halving, as timm's
+validate does), without changing the unit or its seed.
 """
 from __future__ import annotations
 
 import ctypes
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,15 +31,16 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from . import data as datasets
-from .attacks import make_attack, sweep
+from .attacks import AttackResult, make_attack, sweep
 from .diagnostics import check_curves, probe_model
+from .distributed import init_world, rank_device
 from .eps import format_eps
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, RobustmixError
 from .models.layers import SpatialMix, count_params
 from .provenance import code_version, device_description, package_versions, stable_hash
 from .results import ResultStore, aggregate
 from .schema import DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_VERSION, WORST_CASE
-from .spec import EvalSpec
+from .spec import AttackSpec, EvalSpec
 from .store import ModelStore, default_store_root
 from .train import resolve_device
 
@@ -157,114 +166,250 @@ def _unit_seed(*parts) -> int:
     return int(stable_hash(list(parts))[:8], 16)
 
 
+@dataclass
+class Unit:
+    """One work unit: a model x attack x threat model x chunk of the example subset, every eps."""
+    target: Target
+    attack: AttackSpec
+    threat_model: str
+    grid: list[float]
+    start: int
+    stop: int
+    source: Target | None            # a transfer attack's source model
+    key: str                         # names the unit's file in the store: everything that determines it
+
+
+def plan_units(spec: EvalSpec, targets: list[Target], data_id: list, n: int) -> list[Unit]:
+    """Every unit of the eval, in a fixed order: models, attacks, threat models, chunks.
+
+    The order is a function of the spec alone, so every process of a sharded
+    eval derives the same list and takes its share by position.
+    """
+    by_name = {t.name: t for t in targets}
+    units = []
+    for target in targets:
+        for attack in spec.attack_list:
+            source = None
+            if "source" in attack.params:
+                source = by_name.get(attack.params["source"])
+                if source is None:
+                    raise ConfigError(f"attack '{attack.label}': source '{attack.params['source']}' is not one of "
+                                      f"the spec's models ({', '.join(by_name)})")
+            for tm in spec.attack_threats(attack):
+                grid = spec.attack_eps(attack, tm)
+                n_att = min(attack.n or n, n)
+                for start in range(0, n_att, spec.data.batch_size):
+                    stop = min(start + spec.data.batch_size, n_att)
+                    # A transfer unit also depends on the source model's weights.
+                    parts = [target.name, target.fingerprint, attack.name, attack.params,
+                             source.fingerprint if source is not None else None, tm, grid, data_id, start, stop,
+                             spec.nested, STORE_VERSION]
+                    if spec.precision != "fp32":  # so fp32 units keep the keys they had before precision existed
+                        parts.append(spec.precision)
+                    units.append(Unit(target, attack, tm, grid, start, stop, source, stable_hash(parts)[:32]))
+    return units
+
+
+class DeviceMemoryError(RobustmixError):
+    """An attack that runs out of device memory even on one example at a time."""
+
+
+# torch.OutOfMemoryError is the device-neutral name (torch >= 2.5); the CUDA one is an alias of it there.
+OUT_OF_MEMORY = tuple({torch.cuda.OutOfMemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)})
+
+
+def with_backoff(run: Callable[[int], object], size: int, dev: torch.device, what: str, log) -> tuple[object, int]:
+    """``run(size)``, halving ``size`` after each out-of-memory error; return (result, size that worked).
+
+    As timm's validate does: the work is re-run from scratch at the smaller
+    size, and the caller keeps that size for what follows rather than
+    hitting the same wall again.
+    """
+    while True:
+        try:
+            return run(size), size
+        except OUT_OF_MEMORY as exc:
+            reason = (str(exc).splitlines() or ["out of memory"])[0][:160]
+        # Outside the except block, so the traceback's tensors are gone before the cache is emptied.
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        if size <= 1:
+            raise DeviceMemoryError(f"{what}: out of memory on {device_description(dev)} even one example at a "
+                                    f"time ({reason}); use a device with more memory or --device cpu") from None
+        size = max(1, size // 2)
+        log(f"{what}: out of memory, retrying {size} examples at a time")
+
+
+def attack_chunk(atk, model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: list[float], seed: int,
+                 nested: bool, micro: int) -> tuple[dict, torch.Tensor]:
+    """Sweep ``atk`` over one unit's examples, ``micro`` at a time -> (per-eps results, clean-correct).
+
+    A unit that fits in one batch is seeded with the unit seed itself (so
+    stores written before micro-batching existed stay valid); each micro-batch
+    with a seed derived from the unit seed and its offset, so a split unit is
+    reproducible too. Deterministic attacks give the same per-example results
+    either way.
+    """
+    if micro >= len(x):
+        torch.manual_seed(seed)
+        res = sweep(atk, model, x, y, grid, seed, nested=nested)
+        clean = res[grid[0]].correct if grid[0] == 0 else _clean(model, x, y)
+        return res, clean
+    parts = [attack_chunk(atk, model, x[s:s + micro], y[s:s + micro], grid, _unit_seed(seed, s), nested, micro)
+             for s in range(0, len(x), micro)]
+    res = {e: AttackResult(x_adv=torch.cat([r[e].x_adv for r, _ in parts]),
+                           correct=torch.cat([r[e].correct for r, _ in parts]),
+                           margin=torch.cat([r[e].margin for r, _ in parts]),
+                           passes=sum(r[e].passes for r, _ in parts),
+                           seconds=sum(r[e].seconds for r, _ in parts)) for e in grid}
+    return res, torch.cat([c for _, c in parts])
+
+
+@contextmanager
+def full_fp32():
+    """fp32 that is fp32 on GPUs too: no TF32 matmuls/convolutions (PyTorch enables them for
+    cuDNN by default) for the duration, the caller's settings restored after."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def run_eval(spec: EvalSpec, results_dir: str | Path | None = None, *, models: dict[str, nn.Module] | None = None,
-             device: str | None = None, progress: bool = True, log=print) -> pd.DataFrame:
-    """Evaluate every model of ``spec``; return the summary table (also written to the store)."""
+             device: str | None = None, progress: bool = True, log=print) -> pd.DataFrame | None:
+    """Evaluate every model of ``spec``; return the summary table (also written to the store).
+
+    Under torchrun (WORLD_SIZE > 1) each process evaluates its share of the
+    units into the same store and rank 0 alone aggregates them and returns
+    the summary; the other ranks return None once their share is done.
+    """
     # Randomised models draw from the global RNG in forward (probes, clean passes): fork it so the
     # caller's state is untouched, and reseed it per probe/unit so results do not depend on it.
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), full_fp32():
         return _run_eval(spec, results_dir, models=models, device=device, progress=progress, log=log)
 
 
-def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> pd.DataFrame:
+def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> pd.DataFrame | None:
     t_start = time.perf_counter()
-    store = ResultStore(results_dir or spec.results or Path("results") / spec.name).open()
     dev = resolve_device(device or "auto")
+    world = init_world(dev)
+    dev = rank_device(dev, world)
+    if world.distributed:
+        log = _prefixed(log, f"[rank {world.rank}/{world.world_size}] ")
+    store = ResultStore(results_dir or spec.results or Path("results") / spec.name).open()
     targets = resolve_targets(spec, models)
     ds = datasets.load_dataset(spec.data.name, spec.data.split, root=spec.data.root, download=spec.data.download)
     info = ds.info
     indices = example_indices(spec, len(ds))
     n = len(indices)
-    bs = spec.data.batch_size
     data_id = [spec.data.name, spec.data.split, n, spec.seed]
-    by_name = {t.name: t for t in targets}
 
-    unit_keys, model_rows, probe_keys = [], [], {}
+    units = plan_units(spec, targets, data_id, n)
+    # Static round-robin shares: a function of the unit list alone, so a re-run after a crash
+    # (with any number of processes) assigns every unfinished unit to exactly one process.
+    todo = [u for u in world.shard(units) if not store.has_unit(u.key)]
+    probed_here = {t.name for t in world.shard(targets)}
+    # The name is part of every key: modules with equal weights (wrappers around one
+    # network) are different models and must not share probes or units.
+    probe_keys = {t.name: stable_hash([t.name, t.fingerprint, data_id, STORE_VERSION])[:24] for t in targets}
+    micro = spec.data.batch_size  # the attack batch; shrinks for good after an out-of-memory error
+    bar = tqdm(total=len(todo), desc=f"rank {world.rank}" if world.distributed else "eval", unit="unit",
+               position=world.rank, disable=not (progress and sys.stderr.isatty()))
+
+    model_rows = []
     for target in targets:
+        mine = [u for u in todo if u.target is target]
+        probe = target.name in probed_here and store.read_probe(probe_keys[target.name]) is None
+        if not (world.is_main or mine or probe):  # rank 0 loads every model: it writes models.csv
+            continue
         model = target.load()
         was_training = model.training
         model = model.to(dev)
         check_fit(target, model, info, dev)
-        total, trainable = count_params(model)
-        meta = getattr(model, "checkpoint_meta", None) or {}
-        model_rows.append({"model": target.name, "variant": target.variant,
-                           "variant_params": str(target.variant_params or ""), "arch": target.arch,
-                           "dataset": target.dataset or info.name, "train_seed": target.train_seed,
-                           "params": total, "trainable_params": trainable,
-                           "clean_acc": meta.get("metrics", {}).get("clean_acc", float("nan")),
-                           "source": target.source})
-        bank = first_bank(model)
-        if bank is not None:
-            store.write_bank(target.name, bank)
+        if world.is_main:
+            model_rows.append(_model_row(target, model, info))
+            bank = first_bank(model)
+            if bank is not None:
+                store.write_bank(target.name, bank)
 
-        # The name is part of every key: modules with equal weights (wrappers around one
-        # network) are different models and must not share probes or units.
-        probe_key = stable_hash([target.name, target.fingerprint, data_id, STORE_VERSION])[:24]
-        probe_keys[target.name] = probe_key
-        if store.read_probe(probe_key) is None:
-            x, y = datasets.batch(ds, indices[:PROBE_EXAMPLES])
-            torch.manual_seed(_unit_seed(spec.seed, target.name, "probe"))
-            flags = probe_model(model, x.to(dev), y.to(dev), info.num_classes, was_training,
-                                _unit_seed(spec.seed, target.name, "probe"))
-            store.write_probe(probe_key, {"model": target.name, "flags": flags})
+        if probe:
+            seed = _unit_seed(spec.seed, target.name, "probe")
 
-        for attack in spec.attack_list:
-            for tm in spec.attack_threats(attack):
-                grid = spec.attack_eps(attack, tm)
-                # A transfer unit also depends on the source model's weights.
-                source = by_name.get(attack.params.get("source")) if "source" in attack.params else None
-                source_fp = source.fingerprint if source is not None else None
-                n_att = min(attack.n or n, n)
-                chunks = list(range(0, n_att, bs))
-                bar = tqdm(chunks, desc=f"{target.name} {attack.label} {tm}", unit="chunk", leave=False,
-                           disable=not (progress and sys.stderr.isatty()))
-                for start in bar:
-                    stop = min(start + bs, n_att)
-                    key = stable_hash([target.name, target.fingerprint, attack.name, attack.params, source_fp,
-                                       tm, grid, data_id, start, stop, spec.nested, STORE_VERSION])[:32]
-                    unit_keys.append(key)
-                    if store.has_unit(key):
-                        continue
-                    params = dict(attack.params)
-                    if "source" in params:
-                        src = by_name.get(params["source"])
-                        if src is None:
-                            raise ConfigError(f"attack '{attack.label}': source '{params['source']}' is not one of "
-                                              f"the spec's models ({', '.join(by_name)})")
-                        # No .eval(): the attack switches modes itself and restores them, and a
-                        # caller's module must come back in the mode it was handed over in.
-                        params["source_model"] = src.load().to(dev)
-                    atk = make_attack(attack.name, params, tm)
-                    idx = indices[start:stop]
-                    x, y = datasets.batch(ds, idx)
-                    x, y = x.to(dev), y.to(dev)
-                    seed = _unit_seed(spec.seed, target.name, attack.label, tm, start)
-                    t0 = time.perf_counter()
-                    torch.manual_seed(seed)
-                    res = sweep(atk, model, x, y, grid, seed, nested=spec.nested)
-                    clean = res[grid[0]].correct if grid[0] == 0 else _clean(model, x, y)
-                    rows = []
-                    for eps in grid:
-                        r = res[eps]
-                        rows.append(pd.DataFrame({
-                            "model": target.name, "attack": attack.label, "attack_kind": attack.name,
-                            "threat_model": tm, "eps": float(eps), "eps_label": format_eps(eps),
-                            "index": idx.numpy().astype(np.int64), "label": y.cpu().numpy().astype(np.int64),
-                            "correct": r.correct.cpu().numpy(), "clean_correct": clean.cpu().numpy(),
-                            "margin": r.margin.cpu().numpy().astype(np.float32), "eval_seed": spec.seed,
-                            "unit": key, "seconds": r.seconds, "passes": r.passes}))
-                    store.write_unit(key, pd.concat(rows, ignore_index=True))
-                    robust = {e: int(res[e].correct.sum()) for e in grid}
-                    del res, rows, x, y
-                    _release_memory()
-                    bar.set_postfix(robust=" ".join(f"{k}@{e:g}" for e, k in robust.items()))
-                    log(f"{target.name} {attack.label} {tm} [{start}:{stop}] robust/{stop - start}: "
-                        + " ".join(f"{format_eps(e)}:{k}" for e, k in robust.items())
-                        + f" ({time.perf_counter() - t0:.1f}s)")
+            def run_probe(k):
+                x, y = datasets.batch(ds, indices[:k])
+                torch.manual_seed(seed)
+                return probe_model(model, x.to(dev), y.to(dev), info.num_classes, was_training, seed)
+
+            flags, _ = with_backoff(run_probe, min(PROBE_EXAMPLES, n), dev, f"{target.name} probe", log)
+            store.write_probe(probe_keys[target.name], {"model": target.name, "flags": flags})
+
+        for unit in mine:
+            micro = _run_unit(spec, store, unit, model, ds, indices, dev, micro, log)
+            bar.update()
+            bar.set_postfix_str(f"{target.name} {unit.attack.label} {unit.threat_model}")
         del model
+    bar.close()
 
-    return finalize(spec, store, unit_keys, model_rows, probe_keys, dev, time.perf_counter() - t_start)
+    world.barrier()  # every unit is on disk before rank 0 aggregates them
+    if not world.is_main:
+        return None
+    return finalize(spec, store, [u.key for u in units], model_rows, probe_keys, dev,
+                    time.perf_counter() - t_start, world.world_size)
+
+
+def _prefixed(log, prefix: str):
+    return lambda msg, *a, **k: log(prefix + msg, *a, **k)
+
+
+def _model_row(target: Target, model: nn.Module, info) -> dict:
+    total, trainable = count_params(model)
+    meta = getattr(model, "checkpoint_meta", None) or {}
+    return {"model": target.name, "variant": target.variant, "variant_params": str(target.variant_params or ""),
+            "arch": target.arch, "dataset": target.dataset or info.name, "train_seed": target.train_seed,
+            "params": total, "trainable_params": trainable,
+            "clean_acc": meta.get("metrics", {}).get("clean_acc", float("nan")), "source": target.source}
+
+
+def _run_unit(spec: EvalSpec, store: ResultStore, unit: Unit, model: nn.Module, ds, indices, dev, micro: int,
+              log) -> int:
+    """Attack one unit and write its rows; return the attack batch to carry on with."""
+    target, attack, tm, grid = unit.target, unit.attack, unit.threat_model, unit.grid
+    params = dict(attack.params)
+    if unit.source is not None:
+        # No .eval(): the attack switches modes itself and restores them, and a
+        # caller's module must come back in the mode it was handed over in.
+        params["source_model"] = unit.source.load().to(dev)
+    atk = make_attack(attack.name, params, tm, spec.precision)
+    idx = indices[unit.start:unit.stop]
+    x, y = datasets.batch(ds, idx)
+    x, y = x.to(dev), y.to(dev)
+    seed = _unit_seed(spec.seed, target.name, attack.label, tm, unit.start)
+    what = f"{target.name} {attack.label} {tm} [{unit.start}:{unit.stop}]"
+    t0 = time.perf_counter()
+    tried = min(micro, len(idx))
+    (res, clean), batch = with_backoff(lambda b: attack_chunk(atk, model, x, y, grid, seed, spec.nested, b),
+                                       tried, dev, what, log)
+    rows = []
+    for eps in grid:
+        r = res[eps]
+        rows.append(pd.DataFrame({
+            "model": target.name, "attack": attack.label, "attack_kind": attack.name,
+            "threat_model": tm, "eps": float(eps), "eps_label": format_eps(eps),
+            "index": idx.numpy().astype(np.int64), "label": y.cpu().numpy().astype(np.int64),
+            "correct": r.correct.cpu().numpy(), "clean_correct": clean.cpu().numpy(),
+            "margin": r.margin.cpu().numpy().astype(np.float32), "eval_seed": spec.seed,
+            "precision": spec.precision, "attack_batch": np.int64(batch),
+            "unit": unit.key, "seconds": r.seconds, "passes": r.passes}))
+    store.write_unit(unit.key, pd.concat(rows, ignore_index=True))
+    robust = {e: int(res[e].correct.sum()) for e in grid}
+    del res, rows, x, y
+    _release_memory()
+    log(f"{what} robust/{len(idx)}: " + " ".join(f"{format_eps(e)}:{k}" for e, k in robust.items())
+        + f" (attack batch {batch}, {time.perf_counter() - t0:.1f}s)")
+    return batch if batch < tried else micro
 
 
 @torch.no_grad()
@@ -277,7 +422,7 @@ def _clean(model, x, y):
         model.train(previous)
 
 
-def finalize(spec, store, unit_keys, model_rows, probe_keys, dev, seconds) -> pd.DataFrame:
+def finalize(spec, store, unit_keys, model_rows, probe_keys, dev, seconds, world_size=1) -> pd.DataFrame:
     models = pd.DataFrame(model_rows, columns=list(MODEL_COLUMNS))
     examples = store.read_units(unit_keys)
     context = {"eval_seed": spec.seed, "spec_hash": spec.spec_hash(), "code_version": code_version(),
@@ -293,7 +438,7 @@ def finalize(spec, store, unit_keys, model_rows, probe_keys, dev, seconds) -> pd
     run = {"spec": asdict(spec), "spec_hash": spec.spec_hash(), "eval_seed": spec.seed,
            "eps_grid": spec.eps_grid, "n_examples": int(examples["index"].nunique()) if len(examples) else 0,
            "nested": spec.nested, "code_version": code_version(), "packages": package_versions(),
-           "device": device_description(dev),
+           "device": device_description(dev), "world_size": world_size,  # processes that shared the units
            # Attack time summed over all units (also those done by earlier, resumed runs);
            # wall_seconds is only this invocation, which skips finished units.
            "seconds": float(examples.drop_duplicates(["unit", "eps"])["seconds"].sum()) if len(examples) else 0.0,

@@ -6,7 +6,8 @@ one-cycle schedule), scaled down only where a recipe says so.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +56,37 @@ class ScheduleSection:
 
 
 @dataclass
+class PerformanceSection:
+    """How fast a run trains, not what it trains: kept out of the run's identity.
+
+    bf16 and channels_last change rounding, so a GPU run is reproducible only
+    against runs with the same settings (recorded, resolved, in the checkpoint).
+    """
+    channels_last: bool | Literal["auto"] = "auto"   # NHWC feeds tensor-core convs; auto = on for cuda
+    amp: Literal["auto", "bf16", "off"] = "auto"    # bf16 autocast of forward + loss; auto = bf16 on cuda
+    compile: bool = False                            # torch.compile pays minutes of warm-up; opt in
+    workers: int | Literal["auto"] = "auto"          # loader processes; auto = min(4, CPUs) on cuda, 0 on cpu
+    pin_memory: bool | Literal["auto"] = "auto"      # page-locked batches copy asynchronously; auto = on for cuda
+
+    def validate(self, where):
+        if self.workers != "auto" and self.workers < 0:
+            raise ConfigError(f"{where}.workers: must be >= 0 or \"auto\", got {self.workers}")
+
+    def resolve(self, device_type: str) -> "PerformanceSection":
+        """The concrete settings on a ``device_type`` ("cuda" or "cpu") device: no "auto" left."""
+        cuda = device_type == "cuda"
+
+        def pick(value, auto):
+            return auto if value == "auto" else value
+
+        # CPU workers would compete with the training threads for the same cores.
+        return replace(self, channels_last=pick(self.channels_last, cuda),
+                       amp=pick(self.amp, "bf16" if cuda else "off"),
+                       workers=pick(self.workers, min(4, os.cpu_count() or 1) if cuda else 0),
+                       pin_memory=pick(self.pin_memory, cuda))
+
+
+@dataclass
 class Recipe:
     name: str
     task: Literal["classify"] = "classify"
@@ -69,6 +101,7 @@ class Recipe:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     augment: list[str] = field(default_factory=list)
     device: str = "auto"               # auto picks cuda when present
+    performance: PerformanceSection = field(default_factory=PerformanceSection)
     description: str = ""
 
     def validate(self, where):
@@ -110,10 +143,17 @@ def recipe_task(path: str | Path) -> str:
 
 
 def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
-    """Parse a recipe file; ``overrides`` (from CLI flags) replace top-level keys."""
+    """Parse a recipe file; ``overrides`` (from CLI flags) replace top-level keys.
+
+    A dict override replaces only the keys it sets (not None) inside that table.
+    """
     data = load_toml(path)
     for key, value in (overrides or {}).items():
-        if value is not None:
+        if isinstance(value, dict):
+            table, value = data.get(key, {}), {k: v for k, v in value.items() if v is not None}
+            if value and isinstance(table, dict):
+                data[key] = {**table, **value}
+        elif value is not None:
             data[key] = value
     data.setdefault("name", Path(path).stem)
     return from_dict(Recipe, data)

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from .config import from_dict, load_toml
+from .errors import ConfigError
 
 CPU_WIDTHS = (16, 32, 64)
 GPU_WIDTHS = (128, 256)  # paper scale: pass widths=CPU_WIDTHS + GPU_WIDTHS on a GPU
@@ -179,6 +180,13 @@ def write_index(verdicts, out_dir, figures: dict | None = None, links: dict | No
 
 
 def cmd_reproduce(args) -> int:
+    from .distributed import current_world
+
+    # The pipeline mixes one-process steps (un-shuffling, figures) with train and eval;
+    # under torchrun each rank would redo them. Scale out its train/eval steps instead.
+    if current_world().distributed:
+        raise ConfigError("reproduce runs in one process; under torchrun run its steps instead: "
+                          "`robustmix train zoo/RECIPE.toml` and `robustmix eval evals/SPEC.toml`")
     index = reproduce_paper(args.out, store=args.store, results=args.results, device=args.device,
                             quick=args.quick)
     print(f"report in {index}")

@@ -8,12 +8,15 @@ evals writing one store at once may compute the same unit twice but write
 identical bytes under one name, so there are never duplicates. Aggregates
 (summary, models, diagnostics, run.json) are rebuilt from the units under a
 file lock. See ``schema.py`` for the layout.
+
+The same holds for the processes of one sharded eval (``torchrun``): each
+writes its own units, temporary files have unique names (also across
+hosts), and only rank 0 writes the aggregates, after all ranks are done.
 """
 from __future__ import annotations
 
 import json
-
-import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +57,9 @@ class ResultStore:
         try:
             for d in (self.root, self.examples, self.probes, self.banks):
                 d.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
+            # A unique name: the processes of a sharded eval open the store at once.
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-probe-"):
+                pass
         except OSError as exc:
             raise StoreError(f"results dir {self.root} is not writable ({exc.strerror or exc}); "
                              f"pass --results DIR with a writable directory") from None
@@ -98,6 +101,8 @@ class ResultStore:
         if not frames:
             return pd.DataFrame()
         df = pd.concat(frames, ignore_index=True)
+        # Units written before the column existed were all attacked in fp32.
+        df["precision"] = df["precision"].fillna("fp32") if "precision" in df else "fp32"
         return df.drop_duplicates(["model", "attack", "threat_model", "eps", "index"], keep="first")
 
     # --- per-model probes and filter banks ---------------------------------
@@ -143,7 +148,7 @@ def aggregate(examples: pd.DataFrame, models: pd.DataFrame, context: dict) -> pd
     cost = ex.drop_duplicates(["unit", "eps"]).groupby(keys)[["seconds", "passes"]].sum()
     agg = ex.groupby(keys).agg(n=("correct", "size"), n_robust=("correct", "sum"),
                                n_clean=("clean_correct", "sum"), attack_kind=("attack_kind", "first"),
-                               eps_label=("eps_label", "first"))
+                               eps_label=("eps_label", "first"), precision=("precision", "first"))
     agg = agg.join(cost).reset_index()
     agg["attacks"] = agg["attack"]
 
@@ -156,7 +161,8 @@ def aggregate(examples: pd.DataFrame, models: pd.DataFrame, context: dict) -> pd
         worst.append({"model": model, "attack": WORST_CASE, "threat_model": tm, "eps": eps,
                       "n": len(covered), "n_robust": int(covered.astype(bool).all(axis=1).sum()),
                       "n_clean": int(clean.sum()), "attack_kind": WORST_CASE,
-                      "eps_label": g["eps_label"].iloc[0], "seconds": c["seconds"], "passes": c["passes"],
+                      "eps_label": g["eps_label"].iloc[0], "precision": g["precision"].iloc[0],
+                      "seconds": c["seconds"], "passes": c["passes"],
                       "attacks": "+".join(sorted(per_attack.columns))})
     agg = pd.concat([agg, pd.DataFrame(worst)], ignore_index=True)
     agg["n_robust"] = agg["n_robust"].astype(int)

@@ -11,7 +11,7 @@ A result store is a directory written by ``robustmix eval`` and read by
       models.csv            one row per evaluated model (MODEL_COLUMNS)
       diagnostics.csv       one row per raised flag (DIAGNOSTIC_COLUMNS)
       banks/<model_id>.npy  float32 (C, k, k) spatial filter bank of the first block, if any
-      run.json              provenance: spec, seeds, versions, device, seconds
+      run.json              provenance: spec, seeds, versions, device, world_size, seconds
 
 Numbers are stored as numbers: ``eps`` is a float (8/255 -> 0.0313725...);
 its display form lives in ``eps_label``.
@@ -33,6 +33,8 @@ EXAMPLE_COLUMNS = (
     "correct",       # bool: robust at this eps (clean-correct and not broken)
     "margin",        # logit[y] - max_{j != y} logit[j] at the final adversarial input
     "eval_seed",
+    "precision",     # fp32 | bf16: the model's precision inside the attack (verdicts are fp32)
+    "attack_batch",  # examples attacked at once; below the unit's size after running out of memory
 )
 
 SUMMARY_COLUMNS = (
@@ -41,6 +43,7 @@ SUMMARY_COLUMNS = (
     "n", "n_robust", "robust_acc", "ci_low", "ci_high",
     "clean_acc", "seconds", "fwd_bwd_passes",
     "eval_seed", "spec_hash", "code_version", "nested",
+    "precision",
 )
 
 MODEL_COLUMNS = (

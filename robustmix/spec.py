@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .attacks import make_attack
+from .attacks import check_precision, make_attack
 from .config import from_dict, load_toml
 from .eps import check_eps, parse_eps
 from .errors import ConfigError
@@ -27,7 +27,7 @@ class DataSpec:
     name: str = "fashion-mnist"
     split: str = "test"
     n: int = 1000                   # a seeded subset of the split; recorded by index
-    batch_size: int = 500           # examples per work unit (also the attack batch)
+    batch_size: int = 500           # examples per work unit (and the attack batch, unless memory runs out)
     root: str | None = None
     download: bool = False
 
@@ -93,9 +93,11 @@ class EvalSpec:
     attacks: list[dict] = field(default_factory=list)
     seed: int = 0
     nested: bool = True              # nested eps sweeps (see attacks.sweep)
+    precision: str = "fp32"          # of the model inside attacks: "fp32" | "bf16" (see attacks.py)
     description: str = ""
 
     def validate(self, where):
+        check_precision(self.precision)
         if not self.models and not self.external:
             raise ConfigError("models: list at least one zoo name/pattern or an [[external]] model")
         if not self.name or "/" in self.name:
@@ -173,7 +175,10 @@ class EvalSpec:
         return [g for g in grid if any(abs(g - e) < 1e-9 for e in attack.eps)]
 
     def spec_hash(self) -> str:
-        return stable_hash({k: v for k, v in asdict(self).items() if k not in ("description",)})[:16]
+        fields = {k: v for k, v in asdict(self).items() if k not in ("description",)}
+        if fields["precision"] == "fp32":  # added later: at its default, a spec keeps the hash it had
+            del fields["precision"]
+        return stable_hash(fields)[:16]
 
 
 def load_spec(path: str | Path, overrides: dict | None = None) -> EvalSpec:

@@ -1,13 +1,21 @@
 """Train every (variant x seed) of a recipe into the checkpoint store.
 
-Determinism and resume: the data order and augmentation of epoch e come
-from a generator seeded by (seed, e), never from a running RNG, and the
-model/optimiser state is saved atomically after each epoch. A re-run after
-Ctrl-C or kill -9 therefore continues at the last finished epoch and, on
-CPU, ends with the same weights as an uninterrupted run.
+Determinism and resume: the data order of epoch e comes from a generator
+seeded by (seed, e) and the augmentation of step s from one seeded by
+(seed, e, s), never from a running RNG, and the model/optimiser state is
+saved atomically after each epoch. A re-run after Ctrl-C or kill -9
+therefore continues at the last finished epoch and, on CPU, ends with the
+same weights as an uninterrupted run; loader workers can build any step's
+batch on their own.
+
+Under torchrun every rank builds the same global batch of ``batch_size``
+images and trains on its slice of it with DistributedDataParallel and
+world-wide BatchNorm statistics, so N processes learn what one process learns
+(up to float rounding); rank 0 alone writes to disk.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
@@ -17,9 +25,12 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import data as datasets
+from .distributed import World, init_world, plain_batchnorm, rank_device, sync_batchnorm
 from .errors import ConfigError
 from .fileio import atomic_path
 from .models import count_params, create_model
@@ -70,6 +81,36 @@ def augment(x: torch.Tensor, names: list[str], gen: torch.Generator) -> torch.Te
         flip = torch.rand(n, generator=gen) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
     return x
+
+
+def augment_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The augmentation stream of one step, a function of (seed, epoch, step) alone."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{step}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
+
+
+class StepBatches(Dataset):
+    """Item s: this rank's slice of the augmented global batch of step s of one epoch.
+
+    Every rank gathers and augments the whole global batch, then keeps
+    images rank::world_size, so what a step trains on does not depend on the
+    number of processes or loader workers.
+    """
+
+    def __init__(self, ds, order: torch.Tensor, steps: int, recipe: Recipe, seed: int, epoch: int, world: World):
+        self.ds, self.order, self.steps, self.recipe = ds, order, steps, recipe
+        self.seed, self.epoch, self.world = seed, epoch, world
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        size = self.recipe.batch_size
+        idx = self.order[step * size:(step + 1) * size]
+        x, y = datasets.batch(self.ds, idx)
+        x = augment(x, self.recipe.augment, augment_generator(self.seed, self.epoch, step))
+        mine = slice(self.world.rank, None, self.world.world_size)
+        return x[mine].contiguous(), y[mine].contiguous(), len(idx)
 
 
 def optimizer_step(optimizer, loss, learned, recipe, t: float) -> None:
@@ -133,7 +174,9 @@ def run_name(recipe: Recipe, variant: str, params: dict, seed: int) -> str:
 # Recipe keys that list *other* runs or only describe: they do not change this
 # run's weights, so they must not invalidate its checkpoint or resume state
 # (e.g. `--seeds 0,1` after seed 0 finished must skip seed 0, not retrain it).
-_NOT_IN_RUN_HASH = ("variants", "seeds", "description")
+# `performance` decides how fast the same training runs (its resolved values
+# are in the checkpoint's meta), so `--workers 8` on a finished run skips it.
+_NOT_IN_RUN_HASH = ("variants", "seeds", "description", "performance")
 
 
 def run_hash(recipe: Recipe, variant: str, params: dict, seed: int) -> str:
@@ -144,7 +187,8 @@ def run_hash(recipe: Recipe, variant: str, params: dict, seed: int) -> str:
 
 def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: ModelStore,
               device: torch.device, on_epoch_end: Callable[[int], None] | None = None,
-              progress: bool = True) -> TrainResult:
+              progress: bool = True, world: World = World()) -> TrainResult:
+    """Train (or skip, or resume) one run; under torchrun every rank calls this in step."""
     name = run_name(recipe, variant, params, seed)
     recipe_hash = run_hash(recipe, variant, params, seed)
     if store.exists(name):
@@ -158,11 +202,16 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
     train_ds = datasets.load_dataset(recipe.data.name, "train", root=root, download=recipe.data.download)
     test_ds = datasets.load_dataset(recipe.data.name, "test", root=root, download=recipe.data.download)
     info = train_ds.info
+    perf = recipe.performance.resolve(device.type)
+    memory_format = torch.channels_last if perf.channels_last else torch.contiguous_format
 
     torch.manual_seed(seed)  # the learned layers' init; frozen banks use their own seeds
     model = create_model(recipe.model.name, variant, num_classes=info.num_classes, in_chans=info.channels,
                          mean=list(info.mean), std=list(info.std), variant_seed=seed, variant_params=params,
                          **recipe.model.args).to(device)
+    if world.distributed:  # results must not depend on the number of processes
+        model = sync_batchnorm(model, device)
+    model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(recipe, model)
     learned = [p for p in model.parameters() if p.requires_grad]
     total, trainable = count_params(model)
@@ -178,82 +227,113 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, elapsed, history = state["epoch"], state["elapsed"], list(state["history"])
             status = "resumed"
-            print(f"{name}: resuming after epoch {start_epoch}/{recipe.epochs}", file=sys.stderr)
+            if world.is_main:
+                print(f"{name}: resuming after epoch {start_epoch}/{recipe.epochs}", file=sys.stderr)
 
+    # `model` stays the plain module: it is what state.pt and the checkpoint hold.
+    net = model
+    if world.distributed:
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if perf.compile:
+        net = torch.compile(net)
     for epoch in range(start_epoch, recipe.epochs):
         t0 = time.perf_counter()
-        model.train()
+        net.train()
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = indices[torch.randperm(len(indices), generator=gen)]
+        loader = DataLoader(StepBatches(train_ds, order, steps, recipe, seed, epoch, world), batch_size=None,
+                            num_workers=perf.workers, pin_memory=perf.pin_memory)
         # Running sums stay on the device: a .item() per step would force a sync.
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.int64)
-        seen = 0
-        show = progress and sys.stderr.isatty()
-        bar = tqdm(range(steps), desc=f"{name} epoch {epoch + 1}/{recipe.epochs}", leave=False,
+        seen = 0  # by this rank
+        show = progress and world.is_main and sys.stderr.isatty()
+        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{recipe.epochs}", leave=False,
                    disable=not show, unit="batch")
-        for step in bar:
-            idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-            x, y = datasets.batch(train_ds, idx)
-            x = augment(x, recipe.augment, gen)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=recipe.optimizer.label_smoothing)
-            optimizer_step(optimizer, loss, learned, recipe, epoch + (step + 1) / steps)
-            loss_sum += loss.detach() * len(y)
+        for step, (x, y, global_count) in enumerate(bar):
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=perf.amp == "bf16"):
+                logits = net(x)
+                loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=recipe.optimizer.label_smoothing)
+            # DDP averages the ranks' gradients: scaling each rank's sum by world_size / global_count
+            # makes that average the global batch's mean gradient, also when it does not split evenly
+            # (and in one process the backward is the mean reduction's, bit for bit).
+            optimizer_step(optimizer, loss / global_count * world.world_size, learned, recipe,
+                           epoch + (step + 1) / steps)
+            loss_sum += loss.detach()
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             if show:
-                rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
-                                img_s=f"{rate:.0f}")
+                rate = seen * world.world_size / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum.item() / max(seen, 1):.3f}",
+                                acc=f"{correct.item() / max(seen, 1):.3f}", img_s=f"{rate:.0f}")
         bar.close()
+        totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), device=device,
+                                                                       dtype=torch.float64)])
+        loss_total, correct_total, seen_total = world.all_reduce_sum(totals).tolist()
         seconds = time.perf_counter() - t0
         elapsed += seconds
-        train_loss, train_acc = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
+        train_loss, train_acc = loss_total / max(seen_total, 1), correct_total / max(seen_total, 1)
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "seconds": elapsed})
-        print(f"{name}: epoch {epoch + 1}/{recipe.epochs} loss {train_loss:.4f} acc {train_acc:.4f} "
-              f"{seen / max(seconds, 1e-9):.0f} img/s", file=sys.stderr)
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(state_path) as tmp:
-            torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "recipe_hash": recipe_hash, "elapsed": elapsed, "history": history}, tmp)
+        if world.is_main:
+            print(f"{name}: epoch {epoch + 1}/{recipe.epochs} loss {train_loss:.4f} acc {train_acc:.4f} "
+                  f"{seen_total / max(seconds, 1e-9):.0f} img/s", file=sys.stderr)
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(state_path) as tmp:
+                torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "recipe_hash": recipe_hash, "elapsed": elapsed, "history": history}, tmp)
+        world.barrier()  # no rank starts an epoch before the previous one is on disk
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
 
-    t0 = time.perf_counter()
-    clean_acc = evaluate_accuracy(model, test_ds, recipe.eval_batch_size, device)
-    elapsed += time.perf_counter() - t0
-    mismatched = audit_frozen(model.cpu())
-    if mismatched:  # a bug, not a user error: frozen filters must never move
-        raise RuntimeError(f"{name}: frozen tensors changed during training: {mismatched[:3]}")
-    meta = {
-        "model": {"name": recipe.model.name, "args": model.model_args},
-        "arch": recipe.model.name,
-        "variant": variant, "variant_params": params, "variant_seed": seed, "seed": seed,
-        "dataset": {"name": info.name, "channels": info.channels, "image_size": list(info.image_size),
-                    "num_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std)},
-        "recipe": asdict(recipe), "recipe_hash": recipe_hash,
-        "metrics": {"clean_acc": clean_acc, "history": history},
-        "params": total, "trainable_params": trainable, "frozen_audit": "bit-identical to seed",
-        "code_version": code_version(), "packages": package_versions(),
-        "device": device_description(device), "seconds": elapsed,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    store.save(name, model, meta)
-    if state_path.exists():
-        state_path.unlink()
+    if world.distributed:
+        model = plain_batchnorm(model)  # the checkpoint is a one-process model, whatever trained it
+    clean_acc = None
+    if world.is_main:
+        t0 = time.perf_counter()
+        clean_acc = evaluate_accuracy(model, test_ds, recipe.eval_batch_size, device)
+        elapsed += time.perf_counter() - t0
+        mismatched = audit_frozen(model.cpu())
+        if mismatched:  # a bug, not a user error: frozen filters must never move
+            raise RuntimeError(f"{name}: frozen tensors changed during training: {mismatched[:3]}")
+        meta = {
+            "model": {"name": recipe.model.name, "args": model.model_args},
+            "arch": recipe.model.name,
+            "variant": variant, "variant_params": params, "variant_seed": seed, "seed": seed,
+            "dataset": {"name": info.name, "channels": info.channels, "image_size": list(info.image_size),
+                        "num_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std)},
+            "recipe": asdict(recipe), "recipe_hash": recipe_hash,
+            "metrics": {"clean_acc": clean_acc, "history": history},
+            "params": total, "trainable_params": trainable, "frozen_audit": "bit-identical to seed",
+            "code_version": code_version(), "packages": package_versions(),
+            "device": device_description(device), "performance": asdict(perf),
+            "distributed": {"world_size": world.world_size, "backend": world.backend,
+                            "sync_bn": world.distributed},
+            "seconds": elapsed,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        store.save(name, model, meta)
+        if state_path.exists():
+            state_path.unlink()
+    # The other ranks wait here until the checkpoint is committed.
+    clean_acc, elapsed = world.broadcast((clean_acc, elapsed))
     return TrainResult(name, variant, seed, clean_acc, total, trainable, elapsed, status)
 
 
 def train_recipe(recipe: Recipe, store: ModelStore, device: str | None = None, progress: bool = True,
                  on_epoch_end=None) -> list[TrainResult]:
+    """Train every run of ``recipe``; under torchrun, joins the process group (the caller shuts it down)."""
     dev = resolve_device(device or recipe.device)
-    store.check_writable()
+    world = init_world(dev)
+    dev = rank_device(dev, world)
+    if world.is_main:
+        store.check_writable()
+    world.barrier()
     results = []
     for variant, params in recipe.variant_list():
         for seed in recipe.seeds:
-            results.append(train_one(recipe, variant, params, seed, store, dev, on_epoch_end, progress))
+            results.append(train_one(recipe, variant, params, seed, store, dev, on_epoch_end, progress, world))
     return results
 
 
