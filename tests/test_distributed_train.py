@@ -138,7 +138,7 @@ def _worker_pids(torchrun_pid: int) -> dict[int, int]:
 
 def test_killed_rank_then_rerun_resumes_and_matches_one_process(fake_fmnist_writer, write_recipe, tmp_path):
     data_root = fake_fmnist_writer(tmp_path / "data", 512, 64, seed=1)
-    path = write_recipe("kill", data_root, variants='["chans"]', epochs="3", batch_size="32",
+    path = write_recipe("kill", data_root, variants='["chans"]', epochs="5", batch_size="32",
                         augment='["hflip"]')
     (ref,) = train_recipe(load_recipe(path), ModelStore(tmp_path / "one"), progress=False)
 
