@@ -89,13 +89,13 @@ def flops_per_example(model, x, y, *, wrt_input: bool) -> float:
 
 
 def bench_train(model_name, root, n_images, batch_size, epochs, repeats, device, tmp):
-    """(robustmix img/s, bare img/s, trained model, resolved performance settings)."""
+    """(robustmix img/s, bare img/s, trained model, resolved performance settings, test accuracy)."""
     recipe = from_dict(Recipe, {"name": "bench", "data": {"root": str(root), "train_subset": n_images},
                                 "model": {"name": model_name}, "epochs": epochs, "batch_size": batch_size,
                                 "eval_batch_size": 1000, "device": str(device),
                                 "schedule": {"name": "constant"}})
     ds = datasets.load_dataset("fashion-mnist", "train", root=root)
-    ours, bare, model, perf = [], [], None, {}
+    ours, bare, model, perf, clean = [], [], None, {}, float("nan")
     for rep in range(repeats):
         store = ModelStore(Path(tempfile.mkdtemp(dir=tmp)))
         sides = ["robustmix", "bare"] if rep % 2 == 0 else ["bare", "robustmix"]
@@ -109,8 +109,8 @@ def bench_train(model_name, root, n_images, batch_size, epochs, repeats, device,
             secs = [b["seconds"] - a["seconds"] for a, b in
                     zip(meta["metrics"]["history"], meta["metrics"]["history"][1:])]
             ours.extend(n_images / s for s in secs)
-            model, perf = store.load(name)[0], meta.get("performance", {})
-    return statistics.median(ours), statistics.median(bare), model.to(device).eval(), perf
+            model, perf, clean = store.load(name)[0], meta["performance"], meta["metrics"]["clean_acc"]
+    return statistics.median(ours), statistics.median(bare), model.to(device).eval(), perf, clean
 
 
 def bench_pgd(model, x, y, device, repeats):
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
         test = datasets.load_dataset("fashion-mnist", "test", root=root)
         for key in models.split(","):
             name = MODELS.get(key, key)
-            ours_img, bare_img, model, perf = bench_train(name, root, min(n_train, 60000), args.batch_size,
+            ours_img, bare_img, model, perf, clean = bench_train(name, root, min(n_train, 60000), args.batch_size,
                                                           args.epochs, args.repeats, device, tmp)
             x, y = datasets.batch(test, torch.arange(min(n_pgd, len(test))))
             x, y = x.to(device), y.to(device)
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
             f_attack = flops_per_example(model, probe_x, probe_y, wrt_input=True)
             f_train = flops_per_example(model, probe_x, probe_y, wrt_input=False)
             rows.append({
-                "model": name, "perf": perf,
+                "model": name, "perf": perf, "n_pgd": len(x), "clean_acc": clean,
                 "train_ours": ours_img, "train_bare": bare_img,
                 "train_flops": f_train * ours_img,
                 "pgd_ours": len(x) / t_ours, "pgd_ref": len(x) / t_ref,
@@ -219,7 +219,9 @@ def main(argv=None) -> int:
               f"{r['pgd_bf16'] / r['pgd_ours']:>7.2f}   (robustmix fp32; robust {r['robust_bf16']} vs "
               f"{r['robust_ours']}, {r['bf16_differs']} examples differ)")
         same = r["only_ours_broke"] == 0 and r["only_ref_broke"] == 0
+        # Early exit pays most where most examples break early: read the ratio with these counts.
         print(f"{'':<24} {'PGD robust examples':<28} {r['robust_ours']:>16d} {r['robust_ref']:>16d}   "
+              f"of {r['n_pgd']}, clean accuracy {r['clean_acc']:.3f} "
               f"({'identical sets' if same else 'only robustmix broke %d, only torchattacks broke %d' % (r['only_ours_broke'], r['only_ref_broke'])})")
     if peaks:
         fp32 = peaks["fp32"]
