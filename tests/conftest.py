@@ -90,3 +90,31 @@ def single_thread():
 def fake_fmnist_writer():
     """write(root, n_train, n_test, seed=0) -> root: synthetic Fashion-MNIST of any size."""
     return write_fake_fashion_mnist
+
+
+def torchrun_worker_pids(root: int) -> dict[int, int]:
+    """LOCAL_RANK -> pid of the workers among ``root``'s descendants (torchrun's children)."""
+    found, stack = {}, [root]
+    while stack:
+        pid = stack.pop()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            stack += children
+            for child in children:
+                try:
+                    environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                for entry in environ:
+                    if entry.startswith(b"LOCAL_RANK="):
+                        found[int(entry.split(b"=", 1)[1])] = child
+    return found
+
+
+@pytest.fixture
+def worker_pids():
+    """worker_pids(torchrun_pid) -> {LOCAL_RANK: pid}: to kill one rank of a torchrun job."""
+    return torchrun_worker_pids

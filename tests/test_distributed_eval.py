@@ -174,29 +174,7 @@ def test_two_ranks_equal_one_process(spec_file, reference, tmp_path):
     assert done.stdout.count("worst-case robust accuracy") == 1  # rank 0 alone reports
 
 
-def worker_pids(root: int) -> dict[int, int]:
-    """LOCAL_RANK -> pid of the workers among ``root``'s descendants (torchrun's children)."""
-    found, stack = {}, [root]
-    while stack:
-        pid = stack.pop()
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            stack += children
-            for child in children:
-                try:
-                    environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                for entry in environ:
-                    if entry.startswith(b"LOCAL_RANK="):
-                        found[int(entry.split(b"=", 1)[1])] = child
-    return found
-
-
-def test_killed_rank_fails_the_job_and_a_rerun_completes_it(spec_file, reference, tmp_path):
+def test_killed_rank_fails_the_job_and_a_rerun_completes_it(spec_file, reference, tmp_path, worker_pids):
     results = tmp_path / "results"
     proc = subprocess.Popen(torchrun(spec_file, results, "--quiet"), env=env(), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -124,19 +124,8 @@ def test_two_processes_train_the_same_weights_as_one(fake_fmnist, write_recipe, 
     assert not any(isinstance(m, GlobalBatchNorm2d) for m in model.modules())
 
 
-def _worker_pids(torchrun_pid: int) -> dict[int, int]:
-    """LOCAL_RANK -> pid of torchrun's worker processes (its direct children)."""
-    children = Path(f"/proc/{torchrun_pid}/task/{torchrun_pid}/children").read_text().split()
-    workers = {}
-    for pid in map(int, children):
-        env = dict(item.split("=", 1) for item in
-                   Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in item)
-        if "LOCAL_RANK" in env:
-            workers[int(env["LOCAL_RANK"])] = pid
-    return workers
-
-
-def test_killed_rank_then_rerun_resumes_and_matches_one_process(fake_fmnist_writer, write_recipe, tmp_path):
+def test_killed_rank_then_rerun_resumes_and_matches_one_process(fake_fmnist_writer, write_recipe, tmp_path,
+                                                                   worker_pids):
     data_root = fake_fmnist_writer(tmp_path / "data", 512, 64, seed=1)
     path = write_recipe("kill", data_root, variants='["chans"]', epochs="5", batch_size="32",
                         augment='["hflip"]')
@@ -151,7 +140,7 @@ def test_killed_rank_then_rerun_resumes_and_matches_one_process(fake_fmnist_writ
         while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         assert state.exists(), f"no resume state appeared (rc={proc.poll()}): {proc.stderr.read()[-2000:]!r}"
-        workers = _worker_pids(proc.pid)
+        workers = worker_pids(proc.pid)
         assert 1 in workers, f"no LOCAL_RANK=1 worker among torchrun's children: {workers}"
         os.kill(workers[1], signal.SIGKILL)
         _, err = proc.communicate(timeout=120)
