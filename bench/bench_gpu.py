@@ -39,6 +39,7 @@ from train_throughput import data_root, run_bare  # noqa: E402
 from robustmix import data as datasets  # noqa: E402
 from robustmix.attacks import make_attack, sweep  # noqa: E402
 from robustmix.config import from_dict  # noqa: E402
+from robustmix.evaluate import full_fp32  # noqa: E402
 from robustmix.recipe import Recipe  # noqa: E402
 from robustmix.store import ModelStore  # noqa: E402
 from robustmix.train import resolve_device, train_one  # noqa: E402
@@ -117,8 +118,6 @@ def bench_pgd(model, x, y, device, repeats):
     """Median seconds of robustmix and torchattacks PGD-20 and their robust masks."""
     atk = make_attack("pgd", {"steps": STEPS, "random_start": False}, "Linf")
     ours_t, ref_t, ours_passes = [], [], 0
-    # Full precision on both sides: CUDA convolutions default to TF32 otherwise.
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     for rep in range(repeats):
         for side in (("ours", "ref") if rep % 2 == 0 else ("ref", "ours")):
             sync(device)
@@ -185,8 +184,10 @@ def main(argv=None) -> int:
                                                           args.epochs, args.repeats, device, tmp)
             x, y = datasets.batch(test, torch.arange(min(n_pgd, len(test))))
             x, y = x.to(device), y.to(device)
-            t_ours, t_ref, m_ours, m_ref, passes = bench_pgd(model, x, y, device, args.repeats)
-            t_bf16, m_bf16 = bench_bf16(model, x, y, device, args.repeats)
+            # Full precision on every side, as `robustmix eval` runs: CUDA convolutions default to TF32.
+            with full_fp32():
+                t_ours, t_ref, m_ours, m_ref, passes = bench_pgd(model, x, y, device, args.repeats)
+                t_bf16, m_bf16 = bench_bf16(model, x, y, device, args.repeats)
             probe_x, probe_y = x[:min(64, len(x))], y[:min(64, len(y))]
             f_attack = flops_per_example(model, probe_x, probe_y, wrt_input=True)
             f_train = flops_per_example(model, probe_x, probe_y, wrt_input=False)
