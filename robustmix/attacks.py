@@ -28,6 +28,7 @@ is exact bookkeeping; for library attacks it is counted by wrapping the model.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import math
@@ -358,6 +359,12 @@ class Attack:
     def _perturb(self, model, x, y, eps, seed) -> tuple[Tensor, int]:
         raise NotImplementedError
 
+    @contextmanager
+    def across_eps(self):
+        """Scope of one nested sweep (one model, one set of examples, ascending eps): an attack
+        may keep work that provably does not depend on eps for the next eps."""
+        yield
+
 
 class PGD(Attack):
     spec = {"steps": (int, 10), "step_size": (float, None), "rel_step_size": (float, None),
@@ -394,6 +401,54 @@ class FGSM(Attack):
                     restarts=1, loss=self.params["loss"], early_stop=False, seed=seed)
 
 
+class _FabSearchMemo:
+    """Memo of FAB's search from the clean point, shared by the eps of one nested sweep.
+
+    FAB is a minimum-norm attack: its first run per target (no random start; the only
+    run of FAB-T in standard AutoAttack) is a deterministic function of the clean image,
+    its label and the target class, and never reads eps -- eps only decides afterwards
+    whether the point found is close enough. An example still robust at eps_i reaches
+    FAB again at eps_{i+1}, where the same search would be repeated from scratch; here its
+    result is looked up instead, per example. Runs with a random start (restarts 2..n of
+    'plus') depend on eps and are never memoised. Keys are the row's bytes plus label and
+    target. The search treats each example on its own, so a looked-up row is the row
+    pyautoattack's own call returns for that example, up to the last-bit rounding that a
+    batched kernel can give one example with other batch-mates (pyautoattack's batch_size
+    has the same effect).
+    """
+
+    def __init__(self):
+        self._rows: dict[bytes, Tensor | None] = {}  # None: the search found nothing (row = x)
+
+    @staticmethod
+    def _keys(x: Tensor, y: Tensor, target) -> list[bytes]:
+        xs, ys = x.detach().float().cpu().contiguous(), y.detach().long().cpu()
+        return [hashlib.blake2b(xs[i].numpy().tobytes() + f"|{int(ys[i])}|{target}".encode(),
+                                digest_size=20).digest() for i in range(len(xs))]
+
+    def wrap(self, fab) -> None:
+        search = fab.attack_single_run
+
+        def memo_search(x, y=None, use_rand_start=False, is_targeted=False):
+            if use_rand_start or y is None:
+                return search(x, y, use_rand_start, is_targeted)
+            keys = self._keys(x, y, fab.target_class if is_targeted else "untargeted")
+            miss = [i for i, k in enumerate(keys) if k not in self._rows]
+            if miss:
+                at = torch.tensor(miss, device=x.device)
+                found = search(x[at], y[at], False, is_targeted)
+                for j, i in enumerate(miss):
+                    same = torch.equal(found[j], x[i].float())
+                    self._rows[keys[i]] = None if same else found[j].detach().cpu()
+            out = x.detach().float().clone()
+            for i, k in enumerate(keys):
+                if self._rows[k] is not None:
+                    out[i] = self._rows[k].to(out.device)
+            return out
+
+        fab.attack_single_run = memo_search
+
+
 class AutoAttack(Attack):
     spec = {"version": (str, "standard"), "attacks": (list, None), "batch_size": (int, 250),
             "n_target_classes": (int, None), "n_queries": (int, None), "verbose": (bool, False)}
@@ -408,6 +463,15 @@ class AutoAttack(Attack):
             _choice(self.name, "attacks", a, _AA_ATTACKS)
         for key in ("batch_size", "n_target_classes", "n_queries"):
             _positive(self.name, key, p[key])
+        self._fab_memo = None
+
+    @contextmanager
+    def across_eps(self):
+        self._fab_memo = _FabSearchMemo()
+        try:
+            yield
+        finally:
+            self._fab_memo = None
 
     def _perturb(self, model, x, y, eps, seed):
         from pyautoattack import AutoAttack as _AA
@@ -420,6 +484,8 @@ class AutoAttack(Attack):
             aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = p["n_target_classes"]
         if p["n_queries"] is not None:
             aa.square.n_queries = p["n_queries"]
+        if self._fab_memo is not None:
+            self._fab_memo.wrap(aa.fab)
         logger = logging.getLogger("auto-attack")
         was_disabled, tracer = logger.disabled, sys.gettrace()
         logger.disabled = not p["verbose"]
@@ -568,7 +634,9 @@ def sweep(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, eps_grid: list
     Nested: an example broken at eps_i keeps that adversarial example at every larger eps
     (the eps-balls are nested, so it stays valid) and only still-robust examples are attacked
     again; clean-misclassified examples are never attacked. Robust accuracy therefore never
-    rises with eps. Unnested: independent ``attack.run`` per eps.
+    rises with eps. Work that provably does not depend on eps is kept from one eps to the
+    next (``Attack.across_eps``: AutoAttack's FAB search). Unnested: independent
+    ``attack.run`` per eps.
     """
     try:
         grid = list(eps_grid) if not isinstance(eps_grid, (str, bytes)) else []
@@ -591,14 +659,15 @@ def sweep(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, eps_grid: list
     with _attack_mode(model), _isolated_rng(x.device, seed):
         correct, margin = _evaluate(model, x, y)
     x_cur, results = x.clone(), {}
-    for e in grid:
-        t0 = time.perf_counter()
-        idx = correct.nonzero().squeeze(1)
-        passes = 0
-        if e > 0 and idx.numel():
-            r = attack.run(model, x[idx], y[idx], e, seed)
-            x_cur, correct, margin = x_cur.clone(), correct.clone(), margin.clone()
-            x_cur[idx], correct[idx], margin[idx] = r.x_adv, r.correct, r.margin
-            passes = r.passes
-        results[e] = AttackResult(x_cur, correct, margin, passes, time.perf_counter() - t0)
+    with attack.across_eps():
+        for e in grid:
+            t0 = time.perf_counter()
+            idx = correct.nonzero().squeeze(1)
+            passes = 0
+            if e > 0 and idx.numel():
+                r = attack.run(model, x[idx], y[idx], e, seed)
+                x_cur, correct, margin = x_cur.clone(), correct.clone(), margin.clone()
+                x_cur[idx], correct[idx], margin[idx] = r.x_adv, r.correct, r.margin
+                passes = r.passes
+            results[e] = AttackResult(x_cur, correct, margin, passes, time.perf_counter() - t0)
     return results

@@ -5,7 +5,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from robustmix.attacks import AttackResult, make_attack, sweep
+from robustmix.attacks import Attack, AttackResult, AutoAttack, make_attack, sweep
 from robustmix.errors import ConfigError
 
 N = 32  # a power of two: mean- and sum-reduced losses then give bit-identical gradient signs
@@ -95,6 +95,47 @@ def test_autoattack_standard_tiny(setup):
     model, x, y = setup
     r = make_attack("autoattack", {}, "Linf").run(model, x[:4], y[:4], 0.3, seed=0)
     assert not bool(r.correct.any())
+
+
+FAB_GRID = [0.02, 0.04, 0.08]
+
+
+@pytest.mark.parametrize("fab", ["fab-t", "fab"])
+def test_fab_search_reused_across_eps_gives_the_same_sweep(setup, monkeypatch, fab):
+    """FAB's search from the clean point is memoised across a nested sweep's eps; the sweep
+    must equal one that repeats the search at every eps. 'fab' (untargeted, 5 restarts) also
+    runs random-start restarts, which depend on eps and must not be memoised."""
+    model, x, y = setup
+    if fab == "fab":  # 5 restarts: fewer examples keep the test short
+        x, y = x[:12], y[:12]
+    atk = make_attack("autoattack", {"version": "custom", "attacks": [fab], "n_target_classes": 3}, "Linf")
+    reused = sweep(atk, model, x, y, FAB_GRID, seed=2)
+    monkeypatch.setattr(AutoAttack, "across_eps", Attack.across_eps)  # no memo: search again per eps
+    repeated = sweep(atk, model, x, y, FAB_GRID, seed=2)
+    for e in FAB_GRID:
+        assert torch.equal(reused[e].correct, repeated[e].correct)
+        # Equal up to rounding: a batched kernel may round one example differently with
+        # other batch-mates, and the search ran with different ones at the earlier eps.
+        assert torch.allclose(reused[e].x_adv, repeated[e].x_adv, rtol=0, atol=1e-6)
+    # Not vacuous: examples FAB left robust at the first eps are broken at a larger one from the
+    # memoised search, and the memo saved passes.
+    assert bool((reused[FAB_GRID[0]].correct & ~reused[FAB_GRID[-1]].correct).any())
+    assert sum(r.passes for r in reused.values()) < sum(r.passes for r in repeated.values())
+
+
+def test_fab_t_reused_search_matches_pyautoattack_at_that_eps(setup):
+    """The looked-up FAB-T result at the second eps is what pyautoattack itself finds there."""
+    from pyautoattack import AutoAttack as ReferenceAutoAttack
+
+    model, x, y = setup
+    params = {"version": "custom", "attacks": ["fab-t"], "n_target_classes": 3}
+    res = sweep(make_attack("autoattack", params, "Linf"), model, x, y, FAB_GRID[:2], seed=2)
+    still = res[FAB_GRID[0]].correct
+    aa = ReferenceAutoAttack(model, attacks=["fab-t"], version="custom", eps=FAB_GRID[1], seed=2, device="cpu")
+    aa.fab.n_target_classes, aa.verbose = 3, False
+    ref, _ = aa.run_standard_evaluation(x[still], y[still])
+    assert torch.equal(res[FAB_GRID[1]].correct[still], ~_broken_by(model, ref, y[still]))
+    assert bool(_broken_by(model, ref, y[still]).any())
 
 
 ATTACKS = [
