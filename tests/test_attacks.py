@@ -100,26 +100,27 @@ def test_autoattack_standard_tiny(setup):
 FAB_GRID = [0.02, 0.04, 0.08]
 
 
-@pytest.mark.parametrize("fab", ["fab-t", "fab"])
-def test_fab_search_reused_across_eps_gives_the_same_sweep(setup, monkeypatch, fab):
+@pytest.mark.parametrize("fab,tm,grid", [("fab-t", "Linf", FAB_GRID), ("fab", "Linf", FAB_GRID),
+                                         ("fab-t", "L2", [0.25, 0.5, 1.0])])
+def test_fab_search_reused_across_eps_gives_the_same_sweep(setup, monkeypatch, fab, tm, grid):
     """FAB's search from the clean point is memoised across a nested sweep's eps; the sweep
     must equal one that repeats the search at every eps. 'fab' (untargeted, 5 restarts) also
     runs random-start restarts, which depend on eps and must not be memoised."""
     model, x, y = setup
     if fab == "fab":  # 5 restarts: fewer examples keep the test short
         x, y = x[:12], y[:12]
-    atk = make_attack("autoattack", {"version": "custom", "attacks": [fab], "n_target_classes": 3}, "Linf")
-    reused = sweep(atk, model, x, y, FAB_GRID, seed=2)
+    atk = make_attack("autoattack", {"version": "custom", "attacks": [fab], "n_target_classes": 3}, tm)
+    reused = sweep(atk, model, x, y, grid, seed=2)
     monkeypatch.setattr(AutoAttack, "across_eps", Attack.across_eps)  # no memo: search again per eps
-    repeated = sweep(atk, model, x, y, FAB_GRID, seed=2)
-    for e in FAB_GRID:
+    repeated = sweep(atk, model, x, y, grid, seed=2)
+    for e in grid:
         assert torch.equal(reused[e].correct, repeated[e].correct)
         # Equal up to rounding: a batched kernel may round one example differently with
         # other batch-mates, and the search ran with different ones at the earlier eps.
         assert torch.allclose(reused[e].x_adv, repeated[e].x_adv, rtol=0, atol=1e-6)
     # Not vacuous: examples FAB left robust at the first eps are broken at a larger one from the
     # memoised search, and the memo saved passes.
-    assert bool((reused[FAB_GRID[0]].correct & ~reused[FAB_GRID[-1]].correct).any())
+    assert bool((reused[grid[0]].correct & ~reused[grid[-1]].correct).any())
     assert sum(r.passes for r in reused.values()) < sum(r.passes for r in repeated.values())
 
 
