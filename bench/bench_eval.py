@@ -1,8 +1,11 @@
-"""Benchmark robustmix's evaluation engine against the reference libraries (one run, CPU).
+"""Benchmark robustmix's evaluation engine against the reference libraries (one run).
 
     python bench/bench_eval.py [--model-dir ZOO/RECIPE/VARIANT-sSEED] [--n 1000] [--aa-n 64]
                                [--aa-eps 2/255,4/255,8/255,16/255] [--mem-n 1000,10000] [--repeats 3]
-                               [--skip-aa] [--skip-mem]
+                               [--device cpu|cuda] [--skip-aa] [--skip-mem]
+
+Items (1)-(3) run on --device (default cpu; on CUDA both sides run in full fp32, TF32 off,
+as `robustmix eval` does); item (4) measures the CPU process's resident memory.
 
 (1) single-eps PGD-20 (no random start) on N test images: robustmix ``sweep`` vs
     torchattacks.PGD; time ratio (target <= 0.8) and whether the robust sets agree;
@@ -42,7 +45,9 @@ sys.path.insert(0, str(REPO))
 from robustmix import data as datasets  # noqa: E402
 from robustmix.attacks import make_attack, sweep  # noqa: E402
 from robustmix.eps import parse_eps  # noqa: E402
+from robustmix.evaluate import full_fp32  # noqa: E402
 from robustmix.store import ModelStore, load_checkpoint  # noqa: E402
+from robustmix.train import resolve_device  # noqa: E402
 
 STEPS = 20
 SINGLE_EPS = 8 / 255
@@ -68,9 +73,16 @@ def test_images(data_root, n: int, seed: int = 0):
 
 
 def timed(fn):
+    sync()
     t = time.perf_counter()
     out = fn()
+    sync()
     return time.perf_counter() - t, out
+
+
+def sync():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 @torch.no_grad()
@@ -119,7 +131,7 @@ def item_autoattack(model, x, y, grid, batch_size=250):
 
     def independent():
         for e in grid:
-            aa = AutoAttack(model, norm="Linf", eps=e, version="standard", seed=0, device="cpu")
+            aa = AutoAttack(model, norm="Linf", eps=e, version="standard", seed=0, device=x.device)
             aa.verbose = False
             x_adv = aa.run_standard_evaluation(x, y, batch_size=batch_size)
             x_adv = x_adv[0] if isinstance(x_adv, tuple) else x_adv
@@ -139,6 +151,26 @@ def repeated(item, repeats: int):
     """Run ``item`` -> (t_ours, t_ref, details) ``repeats`` times: median times, the last details."""
     runs = [item() for _ in range(repeats)]
     return (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs), runs[-1][2])
+
+
+def attack_items(model, x, y, args):
+    """Items (1)-(3) -> (rows, item 1's robust sets, item 2's curve, item 3's curve or None)."""
+    # Warm-up (imports, allocator, first-call overheads) so neither side pays it inside a timing.
+    import pyautoattack  # noqa: F401
+    item_single(model, x[:16], y[:16])
+    rows = []  # (item, robustmix, reference, ratio, target)
+    # Medians over repeats: the machines are shared, and one slow second moves a single ratio a lot.
+    t1, r1, info1 = repeated(lambda: item_single(model, x, y), args.repeats)
+    rows.append((f"(1) PGD-{STEPS} eps=8/255, n={len(x)} [s]", t1, r1, t1 / r1, "<= 0.8"))
+    t2, r2, curve = repeated(lambda: item_sweep(model, x, y), args.repeats)
+    rows.append((f"(2) PGD-{STEPS} 8-eps sweep, n={len(x)} [s]", t2, r2, t2 / r2, "<= 0.3"))
+    aa_curve = None
+    if not args.skip_aa:
+        grid = [parse_eps(e) for e in args.aa_eps.split(",")]
+        xa, ya = x[:args.aa_n], y[:args.aa_n]
+        t3, r3, aa_curve = item_autoattack(model, xa, ya, grid)
+        rows.append((f"(3) AutoAttack standard {len(grid)} eps, n={len(xa)} [s]", t3, r3, t3 / r3, "<= 0.5"))
+    return rows, info1, curve, aa_curve
 
 
 def peak_rss_eval(store_root: Path, name: str, data_root, n: int, workdir: Path) -> tuple[float, float]:
@@ -179,6 +211,7 @@ def main(argv=None) -> int:
     p.add_argument("--aa-eps", default="2/255,4/255,8/255,16/255", help="4 comma-separated eps for item (3)")
     p.add_argument("--repeats", type=int, default=3, help="runs of items (1) and (2); medians are shown")
     p.add_argument("--mem-n", default="1000,10000", help="small,large n for item (4)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto, for items (1)-(3)")
     p.add_argument("--skip-aa", action="store_true")
     p.add_argument("--skip-mem", action="store_true")
     args = p.parse_args(argv)
@@ -186,28 +219,17 @@ def main(argv=None) -> int:
     datasets.prepare("fashion-mnist", args.data_root)
     tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
     model_dir = Path(args.model_dir).resolve() if args.model_dir else train_default(tmp / "zoo", args.data_root)
-    model, meta = load_checkpoint(model_dir)
+    device = resolve_device(args.device)
+    model, meta = load_checkpoint(model_dir, device=device)
     model.eval()
     store_root, name = model_dir.parent.parent, f"{model_dir.parent.name}/{model_dir.name}"
     print(f"model {meta['model']['name']} ({meta['variant']}), zoo clean_acc {meta['metrics']['clean_acc']:.4f}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}")
 
-    x, y = test_images(args.data_root, args.n)
-    # Warm-up (imports, allocator, first-call overheads) so neither side pays it inside a timing.
-    import pyautoattack  # noqa: F401
-    item_single(model, x[:16], y[:16])
-    rows = []  # (item, robustmix, reference, ratio, target)
-    # Medians over repeats: the machines are shared, and one slow second moves a single ratio a lot.
-    t1, r1, info1 = repeated(lambda: item_single(model, x, y), args.repeats)
-    rows.append((f"(1) PGD-{STEPS} eps=8/255, n={len(x)} [s]", t1, r1, t1 / r1, "<= 0.8"))
-    t2, r2, curve = repeated(lambda: item_sweep(model, x, y), args.repeats)
-    rows.append((f"(2) PGD-{STEPS} 8-eps sweep, n={len(x)} [s]", t2, r2, t2 / r2, "<= 0.3"))
-    aa_curve = None
-    if not args.skip_aa:
-        grid = [parse_eps(e) for e in args.aa_eps.split(",")]
-        xa, ya = x[:args.aa_n], y[:args.aa_n]
-        t3, r3, aa_curve = item_autoattack(model, xa, ya, grid)
-        rows.append((f"(3) AutoAttack standard {len(grid)} eps, n={len(xa)} [s]", t3, r3, t3 / r3, "<= 0.5"))
+    x, y = (t.to(device) for t in test_images(args.data_root, args.n))
+    with full_fp32():
+        rows, info1, curve, aa_curve = attack_items(model, x, y, args)
     if not args.skip_mem:
         small, large = (int(v) for v in args.mem_n.split(","))
         m_small, s_small = peak_rss_eval(store_root, name, args.data_root, small, tmp)
