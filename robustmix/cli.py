@@ -51,8 +51,10 @@ def cmd_train(args) -> int:
     store = ModelStore(args.out or default_store_root())
     try:
         results = train_recipe(recipe, store, progress=not args.quiet)
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown(finished=False)
+        raise
+    shutdown()
     if world.is_main:  # one summary per job, not one per rank
         print(summary_table(results))
         print(f"\nstored in {store.root}")
@@ -78,8 +80,10 @@ def cmd_eval(args) -> int:
 
     try:
         summary = run_eval(spec, args.results, device=args.device, progress=not args.quiet, log=log)
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown(finished=False)
+        raise
+    shutdown()
     if summary is None:  # a non-zero rank of a sharded eval: rank 0 prints the results
         return 0
     print(summary_text(summary))
