@@ -25,7 +25,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_train(args) -> int:
-    from .distributed import current_world, shutdown
+    from .distributed import current_world, leaving_process_group
     from .recipe import load_recipe, recipe_task
     from .store import ModelStore, default_store_root
     from .train import summary_table, train_recipe
@@ -49,12 +49,8 @@ def cmd_train(args) -> int:
                                  "workers": workers}}
     recipe = load_recipe(args.recipe, overrides)
     store = ModelStore(args.out or default_store_root())
-    try:
+    with leaving_process_group():
         results = train_recipe(recipe, store, progress=not args.quiet)
-    except BaseException:
-        shutdown(finished=False)
-        raise
-    shutdown()
     if world.is_main:  # one summary per job, not one per rank
         print(summary_table(results))
         print(f"\nstored in {store.root}")
@@ -62,7 +58,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .distributed import shutdown
+    from .distributed import leaving_process_group
     from .evaluate import run_eval, summary_text
     from .spec import load_spec
 
@@ -78,12 +74,8 @@ def cmd_eval(args) -> int:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
-    try:
+    with leaving_process_group():
         summary = run_eval(spec, args.results, device=args.device, progress=not args.quiet, log=log)
-    except BaseException:
-        shutdown(finished=False)
-        raise
-    shutdown()
     if summary is None:  # a non-zero rank of a sharded eval: rank 0 prints the results
         return 0
     print(summary_text(summary))

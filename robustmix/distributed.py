@@ -13,6 +13,7 @@ SyncBatchNorm refuses to run.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -203,15 +204,25 @@ def plain_batchnorm(model: nn.Module) -> nn.Module:
     return _swap_batchnorm(model, (nn.SyncBatchNorm, GlobalBatchNorm2d), nn.BatchNorm2d)
 
 
-def shutdown(finished: bool = True) -> None:
-    """Leave the process group, if this process joined one.
+@contextmanager
+def leaving_process_group():
+    """Run a job, then leave the process group, if this process joined one.
 
     After a finished job every rank first waits for the others (a barrier, as PyTorch's own
     distributed tests do before destroying a group): a rank must not close its connections
     while a peer is still completing the last collective, which gloo can answer by aborting
     that peer. After a failure there is no barrier: the other ranks may never arrive.
     """
-    if dist.is_available() and dist.is_initialized():
-        if finished:
-            dist.barrier()
+    try:
+        yield
+    except BaseException:
+        if _joined():
+            dist.destroy_process_group()
+        raise
+    if _joined():
+        dist.barrier()
         dist.destroy_process_group()
+
+
+def _joined() -> bool:
+    return dist.is_available() and dist.is_initialized()
