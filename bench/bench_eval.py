@@ -42,6 +42,9 @@ import torchattacks
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from bench_gpu import sync  # noqa: E402
+
 from robustmix import data as datasets  # noqa: E402
 from robustmix.attacks import make_attack, sweep  # noqa: E402
 from robustmix.eps import parse_eps  # noqa: E402
@@ -72,17 +75,12 @@ def test_images(data_root, n: int, seed: int = 0):
     return datasets.batch(ds, idx)
 
 
-def timed(fn):
-    sync()
+def timed(fn, device):
+    sync(device)
     t = time.perf_counter()
     out = fn()
-    sync()
+    sync(device)
     return time.perf_counter() - t, out
-
-
-def sync():
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
 
 
 @torch.no_grad()
@@ -97,8 +95,8 @@ def ta_pgd(model, x, y, eps):
 
 def item_single(model, x, y):
     atk = make_attack("pgd", {"steps": STEPS, "random_start": False}, "Linf")
-    t_ours, res = timed(lambda: sweep(atk, model, x, y, [SINGLE_EPS], seed=0))
-    t_ref, ref = timed(lambda: ta_pgd(model, x, y, SINGLE_EPS))
+    t_ours, res = timed(lambda: sweep(atk, model, x, y, [SINGLE_EPS], seed=0), x.device)
+    t_ref, ref = timed(lambda: ta_pgd(model, x, y, SINGLE_EPS), x.device)
     ours = res[SINGLE_EPS].correct
     # robustmix stops per example at the first iterate that fools the model; torchattacks keeps
     # stepping and may end on a non-adversarial iterate, so ours can only find more.
@@ -111,13 +109,13 @@ def item_single(model, x, y):
 
 def item_sweep(model, x, y):
     atk = make_attack("pgd", {"steps": STEPS, "random_start": False}, "Linf")
-    t_ours, res = timed(lambda: sweep(atk, model, x, y, SWEEP_EPS, seed=0))
+    t_ours, res = timed(lambda: sweep(atk, model, x, y, SWEEP_EPS, seed=0), x.device)
     naive = {}
 
     def loop():
         for e in SWEEP_EPS:
             naive[e] = ta_pgd(model, x, y, e)
-    t_ref, _ = timed(loop)
+    t_ref, _ = timed(loop, x.device)
     rows = [(e, float(res[e].correct.float().mean()), float(naive[e].float().mean())) for e in SWEEP_EPS]
     return t_ours, t_ref, rows
 
@@ -126,7 +124,7 @@ def item_autoattack(model, x, y, grid, batch_size=250):
     from pyautoattack import AutoAttack
 
     atk = make_attack("autoattack", {"version": "standard", "batch_size": batch_size}, "Linf")
-    t_ours, res = timed(lambda: sweep(atk, model, x, y, grid, seed=0))
+    t_ours, res = timed(lambda: sweep(atk, model, x, y, grid, seed=0), x.device)
     ref = {}
 
     def independent():
@@ -139,7 +137,7 @@ def item_autoattack(model, x, y, grid, batch_size=250):
     import logging
 
     logging.getLogger("auto-attack").disabled = True
-    t_ref, _ = timed(independent)
+    t_ref, _ = timed(independent, x.device)
     # Per example: robustmix may only break more (an example broken at a smaller eps stays
     # broken); one that only the reference broke would mean robustmix's attack was weaker.
     rows = [(e, float(res[e].correct.float().mean()), float(ref[e].float().mean()),
