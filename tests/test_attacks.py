@@ -77,6 +77,23 @@ def test_pgd_l2_matches_torchattacks(setup):
     assert torch.allclose(ours.x_adv, ref, atol=1e-5)
 
 
+def test_bf16_search_keeps_fp32_verdicts(setup):
+    """precision='bf16' changes where the search goes, never what counts as robust: verdicts
+    and margins are the fp32 model's on the adversarial examples found."""
+    model, x, y = setup
+    params = {"steps": 10, "random_start": False}
+    fp32 = make_attack("pgd", params, "Linf").run(model, x, y, 0.02, seed=0)
+    bf16 = make_attack("pgd", params, "Linf", "bf16").run(model, x, y, 0.02, seed=0)
+    assert not torch.equal(bf16.x_adv, fp32.x_adv)  # the search did run in bf16
+    with torch.no_grad():
+        logits = model(bf16.x_adv)
+    assert torch.equal(bf16.correct, logits.argmax(1) == y)
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    assert torch.equal(bf16.margin, logits.gather(1, y[:, None]).squeeze(1) - others)
+    assert bool((bf16.x_adv - x).abs().max() <= 0.02 + 1e-6)
+
+
+@pytest.mark.usefixtures("single_thread")
 def test_autoattack_custom_matches_pyautoattack(setup):
     from pyautoattack import AutoAttack
 
@@ -87,14 +104,31 @@ def test_autoattack_custom_matches_pyautoattack(setup):
     aa = AutoAttack(model, attacks=["apgd-ce"], version="custom", eps=eps, seed=3, device="cpu")
     aa.verbose = False
     ref, _ = aa.run_standard_evaluation(x, y)
-    assert torch.equal(~ours.correct, _broken_by(model, ref, y))
+    ref_broken = _broken_by(model, ref, y)
+    assert torch.equal(~ours.correct, ref_broken)
+    clean = ~_broken_by(model, x, y)
+    assert 0 < int((ref_broken & clean).sum()) < int(clean.sum())  # APGD broke some, not all
     assert ours.passes > 0
 
 
-def test_autoattack_standard_tiny(setup):
+@pytest.mark.slow
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("version,n", [("standard", 8), ("rand", 4), ("plus", 4)])
+def test_autoattack_versions_match_pyautoattack(setup, version, n):
+    """Each packaged version through robustmix breaks exactly what pyautoattack's own run breaks
+    on the same points and seed, at an eps where some examples survive."""
+    from pyautoattack import AutoAttack
+
     model, x, y = setup
-    r = make_attack("autoattack", {}, "Linf").run(model, x[:4], y[:4], 0.3, seed=0)
-    assert not bool(r.correct.any())
+    x, y, eps = x[:n], y[:n], 0.02
+    ours = make_attack("autoattack", {"version": version}, "Linf").run(model, x, y, eps, seed=3)
+    aa = AutoAttack(model, version=version, eps=eps, seed=3, device="cpu")
+    aa.verbose = False
+    ref, _ = aa.run_standard_evaluation(x, y)
+    ref_broken = _broken_by(model, ref, y)
+    assert torch.equal(~ours.correct, ref_broken)
+    clean = ~_broken_by(model, x, y)
+    assert 0 < int((ref_broken & clean).sum()) < int(clean.sum())
 
 
 FAB_GRID = [0.02, 0.04, 0.08]

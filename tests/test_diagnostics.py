@@ -1,7 +1,9 @@
-"""Curve-level diagnostics on hand-made summary tables."""
+"""Diagnostics: curve-level checks on hand-made summary tables, model probes on tiny models."""
 import pandas as pd
+import torch
+from torch import nn
 
-from robustmix.diagnostics import check_curves
+from robustmix.diagnostics import check_curves, probe_model
 
 
 def _rows(attack, kind, accs, ns, model="m", tm="Linf"):
@@ -33,3 +35,29 @@ def test_healthy_curves_raise_nothing():
     rows = (_rows("fgsm", "fgsm", [0.8, 0.6, 0.4], [100] * 3) + _rows("pgd", "pgd", [0.8, 0.5, 0.2], [100] * 3)
             + _rows("square", "square", [0.8, 0.55, 0.3], [100] * 3))
     assert flags(rows) == set()
+
+
+class _Oracle(nn.Module):
+    """Correct one-hot logits whatever the input: no attack can change its answer, so a
+    full-range attack (Linf eps = 1, where any image is reachable) must leave it above chance."""
+
+    def __init__(self, y):
+        super().__init__()
+        self.y = y
+        self.w = nn.Parameter(torch.zeros(()))  # a parameter, so the probe can freeze it
+
+    def forward(self, x):
+        return 10 * nn.functional.one_hot(self.y[: x.shape[0]], 10).float() + self.w * x.flatten(1)[:, :1]
+
+
+def _probe_flags(model, x, y):
+    return {flag for flag, _ in probe_model(model, x, y, num_classes=10, was_training=False, seed=0)}
+
+
+def test_full_range_probe_flags_an_unbreakable_model_and_not_a_plain_one():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 1, 8, 8, generator=gen), torch.randint(0, 10, (16,), generator=gen)
+    assert "robust-at-full-range" in _probe_flags(_Oracle(y), x, y)
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    assert "robust-at-full-range" not in _probe_flags(plain, x, y)

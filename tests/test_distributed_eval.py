@@ -101,16 +101,21 @@ def quiet(*args, **kwargs):
     pass
 
 
+def eval_in_one_process(spec: Path, results: Path) -> None:
+    """`robustmix eval` in this process on one thread, as the torchrun ranks run (bit-equal)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_eval(load_spec(spec), results, device="cpu", progress=False, log=quiet)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def reference(spec_file, tmp_path_factory) -> Path:
     """The single-process run every sharded one must equal."""
     out = tmp_path_factory.mktemp("ref") / "results"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_eval(load_spec(spec_file), out, device="cpu", progress=False, log=quiet)
-    finally:
-        torch.set_num_threads(threads)
+    eval_in_one_process(spec_file, out)
     assert len(unit_files(out)) == UNITS
     return out
 
@@ -174,7 +179,10 @@ def test_two_ranks_equal_one_process(spec_file, reference, tmp_path):
     assert done.stdout.count("worst-case robust accuracy") == 1  # rank 0 alone reports
 
 
-def test_killed_rank_fails_the_job_and_a_rerun_completes_it(spec_file, reference, tmp_path, worker_pids):
+@pytest.mark.parametrize("rerun", ["torchrun", "one process"])
+def test_killed_rank_fails_the_job_and_a_rerun_completes_it(spec_file, reference, tmp_path, worker_pids, rerun):
+    """A rank killed mid-run fails the job; the same torchrun command, or a plain one-process
+    eval (a store started with N processes can be finished with any other number), completes it."""
     results = tmp_path / "results"
     proc = subprocess.Popen(torchrun(spec_file, results, "--quiet"), env=env(), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -196,7 +204,10 @@ def test_killed_rank_fails_the_job_and_a_rerun_completes_it(spec_file, reference
     assert 1 <= len(survivors) < UNITS, "the kill did not land mid-run"
     assert not (results / "summary.parquet").exists() and not (results / "run.json").exists()
 
-    run_torchrun(spec_file, results, tmp_path, "--quiet")
+    if rerun == "torchrun":
+        run_torchrun(spec_file, results, tmp_path, "--quiet")
+    else:
+        eval_in_one_process(spec_file, results)
     # Finished units were kept, not recomputed.
     assert {n: (results / "examples" / n).stat().st_mtime_ns for n in survivors} == survivors
     assert_same_as_reference(results, reference)
@@ -332,10 +343,15 @@ def test_bf16_search_with_fp32_verdicts(zoo, data_root, spec_file, reference, tm
     clean = ["index", "attack", "correct", "clean_correct", "margin"]
     pd.testing.assert_frame_equal(ex.loc[ex["eps"] == 0, clean], ref.loc[ref["eps"] == 0, clean])
 
-    # TF32 is off while the eval runs and as the caller had it afterwards.
+    # TF32 is off while the eval runs and as the caller had it afterwards. The caller switches
+    # both on first (matmul TF32 is off by default), so each must really be switched off.
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    spy = TF32Spy(ModelStore(zoo).load(MODEL)[0])
-    run_eval(small_spec(data_root, ["spy"]), tmp_path / "spy", models={"spy": spy}, device="cpu",
-             progress=False, log=quiet)
-    assert spy.seen == {(False, False)}
-    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        spy = TF32Spy(ModelStore(zoo).load(MODEL)[0])
+        run_eval(small_spec(data_root, ["spy"]), tmp_path / "spy", models={"spy": spy}, device="cpu",
+                 progress=False, log=quiet)
+        assert spy.seen == {(False, False)}
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -19,6 +19,7 @@ from robustmix import data as datasets
 from robustmix.config import from_dict
 from robustmix.errors import ConfigError
 from robustmix.evaluate import example_indices, run_eval
+from robustmix.results import wilson_interval
 from robustmix.schema import EXAMPLE_COLUMNS, SUMMARY_COLUMNS, WORST_CASE
 from robustmix.spec import EvalSpec
 
@@ -149,7 +150,7 @@ def test_summary_columns_and_dtypes(main_run):
     assert ((s["ci_low"] <= s["robust_acc"]) & (s["robust_acc"] <= s["ci_high"])).all()
     assert (s["ci_low"] < s["ci_high"]).all()
     assert np.allclose(s["robust_acc"], s["n_robust"] / s["n"])
-    assert (s["seconds"] >= 0).all() and (s["fwd_bwd_passes"] >= 0).all()
+    assert (s["seconds"] >= 0).all()
     # Attacked cells cost passes; eps = 0 is free.
     attacked = s[(s["eps"] > 0) & (s["attack"] != WORST_CASE)]
     assert (attacked["fwd_bwd_passes"] > 0).all()
@@ -345,7 +346,7 @@ def test_transfer_and_torchattacks_by_name(tiny, real_fmnist, tmp_path):
     assert cell.loc[("rounded", "transfer", top), "robust_acc"] < cell.loc[("rounded", "transfer", 0.0), "robust_acc"] - 0.15
     assert cell.loc[("source", "ta-pgd", top), "robust_acc"] < cell.loc[("source", "ta-pgd", 0.0), "robust_acc"] - 0.15
     assert cell.loc[("source", "torchattacks.CW", 0.0), "n"] == 32
-    assert (s.loc[(s["attack"] != WORST_CASE) & (s["eps"] > 0), "fwd_bwd_passes"] >= 0).all()
+    assert (s.loc[(s["attack"] != WORST_CASE) & (s["eps"] > 0), "fwd_bwd_passes"] > 0).all()
     ex = read_examples(tmp_path / "r")
     assert set(ex["attack"]) == {"transfer", "ta-pgd", "torchattacks.CW"}
 
@@ -417,3 +418,11 @@ def test_randomized_model_is_reproducible_and_rng_untouched(tiny, real_fmnist, t
         assert torch.equal(state, torch.get_rng_state())
         frames.append(read_examples(tmp_path / str(i)).drop(columns=["seconds"]))
     pd.testing.assert_frame_equal(*frames)
+
+
+def test_wilson_interval_matches_textbook_values():
+    # Published 95% Wilson intervals: 50/100 -> [0.4038, 0.5962]; 0/10 -> [0, 0.2775] (upper bound
+    # z^2/(n+z^2)); n/n mirrors 0/n.
+    lo, hi = wilson_interval(np.array([50, 0, 10]), np.array([100, 10, 10]))
+    np.testing.assert_allclose(lo, [0.4038, 0.0, 0.7225], atol=1e-4)
+    np.testing.assert_allclose(hi, [0.5962, 0.2775, 1.0], atol=1e-4)

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from robustmix.errors import StoreError
-from robustmix.report import write_report
+from robustmix.report import auc, headline, load_results, write_report
 from robustmix.spectrum import envelope_coverage, model_slug, spectral_envelope
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -130,13 +130,41 @@ def test_report_files_and_links(real):
 def test_report_content(real):
     text = real.read_text()
     assert "fashion-mnist" in text and "convmixer-smooth" in text
-    assert "95% CI" in text and ("most robust" in text or "overlaps" in text)
+    assert "95% CI" in text
     assert "fgsm-beats-pgd" in text
     assert html.escape(fx.schema.DIAGNOSTIC_FLAGS["fgsm-beats-pgd"]) in text
     assert "AUC" in text and "trainable" in text
     assert "0.1.0+g1a2b3c4" in text and "cpu" in text  # provenance from run.json
     assert "partial" not in text.split('id="table"')[1].split('id="diagnostics"')[0].replace(
         "for a partial model", "")
+
+
+def test_auc_is_the_trapezoid_over_the_eps_range():
+    two = pd.DataFrame({"eps": [0.1, 0.0], "robust_acc": [0.5, 1.0]})  # unsorted on purpose
+    assert auc(two) == pytest.approx((1.0 + 0.5) / 2)
+    # uneven spacing: (0.8+0.6)/2*0.01 + (0.6+0.2)/2*0.02 = 0.015 over a range of 0.03
+    three = pd.DataFrame({"eps": [0.0, 0.01, 0.03], "robust_acc": [0.8, 0.6, 0.2]})
+    assert auc(three) == pytest.approx(0.5)
+    assert auc(pd.DataFrame({"eps": [0.02], "robust_acc": [0.3]})) == pytest.approx(0.3)
+
+
+def _two_model_headline(tmp_path, robust_b):
+    models = [dict(name="model-a", variant="full", arch="A", robustness=0.01, clean=0.9),
+              dict(name="model-b", variant="chans", arch="A", robustness=robust_b, clean=0.9)]
+    root = fx.write_store(tmp_path / "r", models, threat_models={"Linf": [0.0, 0.02, 0.05]},
+                          attacks=("pgd",), n=400, bank_shape=None)
+    return headline(load_results(root))
+
+
+def test_headline_names_a_clear_winner(tmp_path):
+    text = _two_model_headline(tmp_path, robust_b=0.2)
+    assert "<b>model-b</b>" in text.split("is the most robust")[0]
+    assert "clears the runner-up <b>model-a</b>" in text and "overlaps" not in text
+
+
+def test_headline_refuses_to_rank_within_the_intervals(tmp_path):
+    text = _two_model_headline(tmp_path, robust_b=0.0101)
+    assert "overlaps with" in text and "do not establish" in text and "most robust" not in text
 
 
 def test_names_escaped(injected):

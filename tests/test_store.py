@@ -62,8 +62,10 @@ def test_save_load_round_trip_equal_outputs(tmp_path):
     loaded, meta2 = st.load("r/correlated-rho0.7-s4")
     assert meta2["note"] == "hello" and meta2["format"] == "robustmix-checkpoint"
     assert not loaded.training and loaded.variant == "correlated" and loaded.variant_params == {"rho": 0.7}
-    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
-        assert k == k2 and torch.equal(v, v2), k
+    want, got = model.state_dict(), loaded.state_dict()
+    assert list(got) == list(want)  # no tensor missing or extra, buffers included
+    for k, v in want.items():
+        assert torch.equal(v, got[k]), k
     x = torch.rand(4, 1, 12, 12)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))

@@ -159,3 +159,23 @@ def test_augment_is_a_function_of_the_generator():
     c = augment(x, ["random-crop", "hflip"], torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == x.shape
     assert torch.equal(augment(x, [], torch.Generator()), x)
+
+
+def test_a_frozen_filter_that_moved_in_training_is_refused(fake_fmnist, tmp_path, monkeypatch):
+    """The end-of-training audit: a frozen bank that differs from its seeded rebuild is an error
+    and no checkpoint is written."""
+    import robustmix.train as train_mod
+
+    real_eval = train_mod.evaluate_accuracy
+
+    def nudge_then_evaluate(model, *args, **kwargs):
+        with torch.no_grad():
+            frozen = next(p for p in model.parameters() if not p.requires_grad)
+            frozen.view(-1)[0] += 1e-3
+        return real_eval(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate_accuracy", nudge_then_evaluate)
+    store = ModelStore(tmp_path)
+    with pytest.raises(RuntimeError, match="frozen tensors changed"):
+        train_recipe(tiny_recipe(fake_fmnist, epochs=1), store, progress=False)
+    assert store.names() == []

@@ -129,9 +129,10 @@ def test_claim4_uses_spectrum_and_accuracy():
     good = store({f"{C}/chans-s0": (0.89, {}), f"{C}/shared-s0": (0.80, {}),
                   f"{C}/correlated-rho0.9-s0": (0.82, {}), f"{C}/full-s0": (0.95, {})})
     v = V.claim4(spec, good, C)
-    assert v.numbers["parts"]["accuracy"] == V.HOLDS
-    expect = V.HOLDS if v.numbers["parts"]["spectrum"] == V.HOLDS else V.FAILS
-    assert v.verdict == expect
+    # 16 independent random filters cover more of the spectrum than one shared filter or 16
+    # filters correlated at rho = 0.9, and the accuracies favour the random bank: both parts hold.
+    assert v.numbers["parts"] == {"spectrum": V.HOLDS, "accuracy": V.HOLDS}
+    assert v.verdict == V.HOLDS
     # Hand-made coverage: a control at least as good -> does not hold.
     fake = pd.DataFrame({"bank": ["random", "random", "shared", "shared"], "n_filters": [1, 2, 1, 2],
                          "coverage": [0.3, 0.6, 0.5, 0.7]})
