@@ -15,6 +15,16 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from .errors import ConfigError
 
 
+SEED_MAX = 2**32 - 1  # NumPy's legacy limit; derived per-unit seeds stay far from int64 overflow
+
+
+def check_seed(value: Any, where: str = "seed") -> int:
+    """A seed is an int in [0, SEED_MAX], the same rule for every command."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{where}: a seed must be an integer from 0 to {SEED_MAX}, got {value!r}")
+    return value
+
+
 def load_toml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
