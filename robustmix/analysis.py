@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .fileio import atomic_path
 from .models.layers import SpatialMix
 from .spectrum import DEFAULT_THRESHOLD_FRACTION, _magnitudes, envelope_coverage
@@ -191,7 +191,23 @@ def write_spectrum_report(table: pd.DataFrame, banks: dict[str, np.ndarray], out
     return paths
 
 
+SPECTRUM_MEMORY_BYTES = 4 * 2**30  # the DFTs of one bank (complex + magnitude) must fit in this
+
+
+def _check_dft_size(banks: dict[str, np.ndarray], n: int) -> None:
+    if n < 1:
+        raise ConfigError(f"--n: must be a positive integer, got {n}")
+    filters = max(len(b) for b in banks.values())
+    per_cell = filters * 24  # complex128 DFT + float64 magnitude per filter and frequency
+    if per_cell * n * n > SPECTRUM_MEMORY_BYTES:
+        biggest = math.isqrt(SPECTRUM_MEMORY_BYTES // per_cell)
+        raise ConfigError(f"--n {n}: the DFTs of {filters} filters at {n}x{n} need about "
+                          f"{per_cell * n * n / 2**30:.0f} GiB; use --n {biggest} or less")
+
+
 def cmd_spectrum(args) -> int:
+    if args.layer is not None and not args.model:
+        raise ConfigError("--layer picks a layer of a trained model; pass --model NAME with it")
     banks, params = {}, {}
     specs = args.bank or ([] if args.model else DEFAULT_BANKS)
     for text in specs:
@@ -200,13 +216,17 @@ def cmd_spectrum(args) -> int:
         banks[label] = bank_for(kind, args.channels, args.kernel_size, seed=args.seed, **p)
         params[label] = {"kind": kind, "seed": args.seed, **p}
     for source in args.model or []:
-        found = model_banks(source, args.layer, args.store)  # a corrupt checkpoint stays a CheckpointError
+        found = model_banks(source, args.layer or "0", args.store)  # a corrupt checkpoint stays a CheckpointError
         banks.update(found)
         params.update({label: {"kind": "model"} for label in found})
-    if args.n < 1:
-        raise ConfigError(f"--n: must be a positive integer, got {args.n}")
+    if banks:  # no bank at all is spectrum_table's error
+        _check_dft_size(banks, args.n)
     table = spectrum_table(banks, n=args.n, params=params)
-    paths = write_spectrum_report(table, banks, args.out)
+    try:
+        paths = write_spectrum_report(table, banks, args.out)
+    except OSError as exc:  # nothing is written before the directory and its first file exist
+        raise StoreError(f"cannot write to {args.out}: {exc.strerror or exc}; "
+                         "pass --out DIR, a writable directory (not a file)") from None
     last = table.groupby("bank", sort=False).tail(1)
     print(last[["bank", "n_filters", "coverage", "mean_magnitude", "high_freq_fraction"]]
           .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -224,7 +244,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                         "default: the Figure 1/3 set when no --model is given")
     s.add_argument("--model", action="append", metavar="NAME|DIR",
                    help="trained model (repeatable): zoo name (robustmix zoo list) or checkpoint directory")
-    s.add_argument("--layer", default="0", help="SpatialMix layer of --model: index (default 0, the first) or 'all'")
+    s.add_argument("--layer", help="SpatialMix layer of --model: index (default 0, the first) or 'all'")
     s.add_argument("--store", help="zoo store directory (default zoo/store or $ROBUSTMIX_ZOO)")
     s.add_argument("--channels", type=int, default=64, help="filters per generated bank (default 64)")
     s.add_argument("--kernel-size", type=int, default=5, help="kernel size of generated banks (default 5)")

@@ -13,6 +13,22 @@ from pathlib import Path
 from .errors import ConfigError, RobustmixError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that name the (sub)command and point to its --help, instead
+    of several lines of usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _leaf_parsers(child)
+
+
 def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -44,7 +60,7 @@ def cmd_train(args) -> int:
     # A number is a worker count; anything else goes to the recipe check, which names the key.
     workers = int(args.workers) if args.workers and args.workers.isdigit() else args.workers
     overrides = {"epochs": args.epochs, "device": args.device, "seeds": args.seeds,
-                 "variants": _csv_list(args.variants) if args.variants else None,
+                 "variants": _csv_list(args.variants) if args.variants is not None else None,
                  "performance": {"amp": args.amp, "compile": args.compile, "channels_last": args.channels_last,
                                  "workers": workers}}
     recipe = load_recipe(args.recipe, overrides)
@@ -119,16 +135,21 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _zoo_rows(store, pattern="*") -> list[dict]:
-    rows = []
+def _zoo_rows(store, pattern="*") -> tuple[list[dict], list[tuple[str, str]]]:
+    """(rows of readable checkpoints, (name, reason) of unreadable ones)."""
+    rows, unreadable = [], []
     for name in store.names(pattern):
-        meta = store.meta(name)
+        try:
+            meta = store.meta(name)
+        except RobustmixError as exc:
+            unreadable.append((name, str(exc)))
+            continue
         rows.append({"model": name, "arch": meta["model"]["name"], "variant": meta["variant"],
                      "variant_params": meta["variant_params"], "seed": meta["seed"],
                      "dataset": meta["dataset"]["name"], "clean_acc": meta["metrics"]["clean_acc"],
                      "params": meta["params"], "trainable_params": meta["trainable_params"],
                      "seconds": meta["seconds"], "created": meta["created"]})
-    return rows
+    return rows, unreadable
 
 
 def cmd_zoo(args) -> int:
@@ -136,18 +157,29 @@ def cmd_zoo(args) -> int:
 
     store = ModelStore(args.store or default_store_root())
     if args.zoo_cmd == "list":
-        rows = _zoo_rows(store, args.pattern)
+        if not store.root.is_dir():
+            raise ConfigError(f"zoo store {store.root} is not a directory; pass --store DIR of an existing "
+                              "store, or train into it first with `robustmix train zoo/RECIPE.toml --out DIR`")
+        rows, unreadable = _zoo_rows(store, args.pattern)
         if args.json:
             print(json.dumps(rows, indent=2))
-        elif not rows:
+        elif not rows and not unreadable:
+            if args.pattern != "*" and store.names():
+                raise ConfigError(f"no model in {store.root} matches {args.pattern!r}; "
+                                  "`robustmix zoo list` shows every name")
             print(f"no models in {store.root}; train some with `robustmix train zoo/RECIPE.toml`")
-        else:
+        elif rows:
             import pandas as pd
 
             df = pd.DataFrame(rows).drop(columns=["variant_params", "created"])
             df["clean_acc"] = df["clean_acc"].map(lambda a: f"{a:.4f}")
             df["seconds"] = df["seconds"].map(lambda s: f"{s:.1f}")
             print(df.to_string(index=False))
+        if unreadable:  # the good checkpoints are still listed; the command fails so scripts notice
+            name, why = unreadable[0]
+            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            raise ConfigError(f"unreadable checkpoint {name}{more}: {why}; re-train it or "
+                              f"`robustmix zoo remove {name}`")
     elif args.zoo_cmd == "show":
         meta = store.meta(args.name)
         store.load(args.name)  # verifies hash and that the weights rebuild the model
@@ -161,7 +193,10 @@ def cmd_zoo(args) -> int:
 def cmd_models(args) -> int:
     from .models import count_params, create_model, list_models
 
-    for name in list_models(args.pattern):
+    names = list_models(args.pattern)
+    if not names:
+        raise ConfigError(f"no registered architecture matches {args.pattern!r}; `robustmix models` lists them all")
+    for name in names:
         total, _ = count_params(create_model(name))
         print(f"{name:32s} {total:>12,d} params (10 classes, 3 channels)")
     return 0
@@ -180,8 +215,8 @@ def cmd_data(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="robustmix", description="Robustness curves for separable-convolution models.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="robustmix", description="Robustness curves for separable-convolution models.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train every (variant x seed) of a recipe into the zoo store")
     t.add_argument("recipe", help="recipe TOML, e.g. zoo/fashion-mnist-demo.toml")
@@ -201,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     z = sub.add_parser("zoo", help="list, show or remove trained models")
     z.add_argument("--store", help="zoo store directory (default zoo/store or $ROBUSTMIX_ZOO)")
-    zs = z.add_subparsers(dest="zoo_cmd", required=True)
+    zs = z.add_subparsers(dest="zoo_cmd", required=True, metavar="{list,show,remove}")
     zl = zs.add_parser("list")
     zl.add_argument("pattern", nargs="?", default="*")
     zl.add_argument("--json", action="store_true")
@@ -238,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_models)
 
     d = sub.add_parser("data", help="list or prepare data sets")
-    ds = d.add_subparsers(dest="data_cmd", required=True)
+    ds = d.add_subparsers(dest="data_cmd", required=True, metavar="{list,prepare}")
     ds.add_parser("list")
     dp = ds.add_parser("prepare")
     dp.add_argument("name")
@@ -250,12 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
     analysis.add_cli(sub)
     unshuffle.add_cli(sub)
     reproduce.add_cli(sub)
+    for leaf in _leaf_parsers(p):  # the innermost command's parser wins: it reports unknown options
+        leaf.set_defaults(_parser=leaf)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if getattr(args, "device", None) is not None and not args.device.strip():  # '' would mean auto
+        args._parser.error("argument --device: empty; use auto, cpu or cuda[:N]")
     try:
         return args.fn(args)
     except RobustmixError as exc:

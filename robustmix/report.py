@@ -369,18 +369,20 @@ def write_report(results_dir, out_dir) -> Path:
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by ``tmp``; on failure the previous report stays at ``out``."""
     old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.rename(out, old / "report")
     try:
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rename(out, old / "report")
         os.rename(tmp, out)
     except OSError:
-        if old is not None:  # put the previous report back
+        if old is not None and (old / "report").exists():  # put the previous report back
             os.rename(old / "report", out)
         raise
     finally:
-        if old is not None:
+        # Holds the replaced report after success, nothing after a put-back; never the only copy.
+        if old is not None and out.exists():
             shutil.rmtree(old, ignore_errors=True)
 
 

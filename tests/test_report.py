@@ -260,6 +260,30 @@ def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
+@pytest.mark.parametrize("failing", ["move the old report aside", "move the new report in"])
+def test_failed_replace_keeps_the_previous_report_and_no_temp_dirs(tmp_path, monkeypatch, failing):
+    """A directory whose rename is refused (e.g. read-only to its owner) cannot be replaced: the
+    previous report stays where it was and no .old-/.tmp- directory is left beside it."""
+    results = fx.write_store(tmp_path / "r", fx.CONVMIXER[:1], threat_models={"Linf": [0.0]},
+                             n=10, bank_shape=None)
+    index = write_report(results, tmp_path / "rep")
+    before = index.read_bytes()
+    real_rename = os.rename
+
+    def rename(src, dst):
+        step = ("move the old report aside" if Path(src) == tmp_path / "rep" else
+                "move the new report in" if Path(src).name.startswith(".rep.tmp-") else "put back")
+        if step == failing:
+            raise PermissionError(13, "Permission denied")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(StoreError, match="Permission denied"):
+        write_report(results, tmp_path / "rep")
+    assert index.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "rep"]
+
+
 # ----------------------------------------------------------------------------- real browser
 
 class CDP:

@@ -1,0 +1,63 @@
+"""The command line's own errors: one line that names the (sub)command and the fix, exit 2."""
+from __future__ import annotations
+
+import pytest
+
+from robustmix import cli
+
+
+def _one_line_error(capsys) -> str:
+    out = capsys.readouterr()
+    assert out.err.count("\n") == 1, out.err
+    return out.err
+
+
+@pytest.mark.parametrize("argv,names", [
+    (["eval", "x.toml", "--seed", "abc"], ["robustmix eval: error:", "invalid int value: 'abc'"]),
+    (["train", "r.toml", "--epochs", "two"], ["robustmix train: error:", "'two'"]),
+    (["reproduce", "paper", "--bogus"], ["robustmix reproduce paper: error:", "unrecognized arguments: --bogus"]),
+    (["zoo", "list", "--bogus"], ["robustmix zoo list: error:", "--bogus"]),
+    ([], ["robustmix: error:", "COMMAND"]),
+    (["zoo"], ["robustmix zoo: error:", "{list,show,remove}"]),
+    (["eval", "x.toml", "--device", ""], ["robustmix eval: error:", "--device: empty"]),
+    (["unshuffle", "r.toml", "--out", "o", "--device", " "], ["robustmix unshuffle: error:", "--device: empty"]),
+])
+def test_argument_errors_are_one_line_naming_the_subcommand(argv, names, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    err = _one_line_error(capsys)
+    for part in names:
+        assert part in err, err
+    assert f"see `{names[0].split(':')[0]} --help`" in err
+
+
+def test_help_still_exits_zero(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["eval", "--help"])
+    assert exit_.value.code == 0 and "--precision" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["models", "zzz*"], "no registered architecture matches 'zzz*'"),
+    (["zoo", "--store", "/nonexistent/zoo", "list"], "zoo store /nonexistent/zoo is not a directory"),
+    (["analyze", "spectrum", "--layer", "2", "--out", "OUT"], "--layer picks a layer of a trained model"),
+    (["analyze", "spectrum", "--n", "100000", "--out", "OUT"], "use --n 1672 or less"),
+    (["analyze", "spectrum", "--n", "0", "--out", "OUT"], "--n: must be a positive integer"),
+])
+def test_requests_that_match_nothing_or_cannot_run_fail(argv, message, capsys, tmp_path):
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert cli.main(argv) == 2
+    err = _one_line_error(capsys)
+    assert err.startswith("robustmix: error:") and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("blocker", ["is a file", "under a file"])
+def test_spectrum_out_that_cannot_be_a_directory(blocker, capsys, tmp_path):
+    (tmp_path / "file").write_text("keep me")
+    out = tmp_path / "file" if blocker == "is a file" else tmp_path / "file" / "sub"
+    assert cli.main(["analyze", "spectrum", "--channels", "4", "--out", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert f"cannot write to {out}" in err and "writable directory" in err
+    assert (tmp_path / "file").read_text() == "keep me"
