@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustmix.config import check_seed
 from robustmix.errors import ConfigError, DataError
 from robustmix.schema import THREAT_MODELS
 
@@ -80,8 +81,8 @@ def _check_eps(eps, threat_model: str) -> float:
 
 
 def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    # The rule of every command (config.check_seed); NumPy/torch integers count as integers.
+    check_seed(int(seed) if isinstance(seed, Integral) and not isinstance(seed, bool) else seed)
 
 
 def _check_inputs(x: Tensor, y: Tensor) -> None:
@@ -531,7 +532,8 @@ class Transfer(Attack):
     def _validate(self):
         p = self.params
         if p["source_model"] is None:
-            raise ConfigError("transfer needs params['source_model'] (an nn.Module); name the source model in the spec")
+            raise ConfigError("transfer needs a source model to craft its examples on: add source = \"MODEL\" "
+                              "(one of the spec's models) to its [[attacks]] table (in Python: source_model=module)")
         if p["source_attack"] == "transfer":
             raise ConfigError("transfer source_attack cannot itself be 'transfer'; use e.g. 'pgd'")
         sp = p["source_params"]

@@ -170,7 +170,11 @@ def default_root() -> Path:
 
 
 def _root(root) -> Path:
-    return default_root() if root is None else Path(root).expanduser().resolve()
+    path = default_root() if root is None else Path(root).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise DataError(f"data root {path} is not a directory; set ROBUSTMIX_DATA, or pass --root "
+                        "(data.root in a recipe or spec), to a directory")
+    return path
 
 
 def _size(image_size) -> tuple[int, int] | None:
@@ -275,18 +279,31 @@ def _not_found(spec: _Spec, root: Path, missing: Path) -> DataError:
                      f"{spec.hint}, or pass --download where there is internet")
 
 
-def _gunzip(src: Path, dst: Path) -> None:
+def _unwritable(name: str, directory: Path, exc: OSError) -> DataError:
+    return DataError(f"cannot write {name} into {directory} ({exc.strerror or _one_line(exc)}); set "
+                     "ROBUSTMIX_DATA, or pass --root (data.root in a recipe or spec), to a writable directory")
+
+
+def _gunzip(src: Path, dst: Path, name: str) -> None:
     # Write to a temp file and rename so an interrupted run never leaves a
     # truncated file that later looks "present".
     tmp = dst.with_name(f"{dst.name}.{os.getpid()}.part")  # concurrent prepares don't collide
     try:
-        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+        fout = open(tmp, "wb")
+    except OSError as exc:  # the destination, not the source, is the problem
+        raise _unwritable(name, dst.parent, exc) from None
+    try:
+        with gzip.open(src, "rb") as fin, fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
     except (OSError, EOFError) as exc:
         tmp.unlink(missing_ok=True)
         raise DataError(f"cannot decompress {src} into {dst.parent} ({_one_line(exc)}); "
                         "check or reinstall that file") from None
-    os.replace(tmp, dst)
+    try:
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _unwritable(name, dst.parent, exc) from None
 
 
 def _fashion_src() -> Path:
@@ -314,8 +331,11 @@ def prepare(name: str, root=None) -> Path:
         for dst in missing:
             gz = next((g for g in (src / (dst.name + ".gz") for src in sources) if g.is_file()), None)
             if gz is not None:
-                target.mkdir(parents=True, exist_ok=True)
-                _gunzip(gz, dst)
+                try:
+                    target.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:  # read-only cwd (the default root is ./data), a file in the way
+                    raise _unwritable(name, target, exc) from None
+                _gunzip(gz, dst, name)
         missing = _missing(spec, root, "train") + _missing(spec, root, "test")
         if missing and name == "fashion-mnist":
             raise DataError(f"fashion-mnist not found under {target} nor in {_fashion_src()}; run "

@@ -40,7 +40,7 @@ from .models.layers import SpatialMix, count_params
 from .provenance import code_version, device_description, package_versions, stable_hash
 from .results import ResultStore, aggregate
 from .schema import DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_VERSION, WORST_CASE
-from .spec import AttackSpec, EvalSpec
+from .spec import AttackSpec, EvalSpec, check_n
 from .store import ModelStore, default_store_root
 from .train import resolve_device
 
@@ -74,7 +74,7 @@ def _fingerprint(model: nn.Module) -> str:
 
 def resolve_targets(spec: EvalSpec, given: dict[str, nn.Module] | None = None) -> list[Target]:
     """Zoo names/patterns, then external models, then modules handed in by a caller."""
-    from .external import build_external
+    from .external import build_external, check_external
 
     store = ModelStore(spec.store or default_store_root())
     targets: list[Target] = []
@@ -92,6 +92,7 @@ def resolve_targets(spec: EvalSpec, given: dict[str, nn.Module] | None = None) -
                 variant=meta["variant"], arch=meta["model"]["name"], dataset=meta["dataset"]["name"],
                 train_seed=meta["seed"], variant_params=meta["variant_params"], expects=meta["dataset"]))
     for ext in spec.external:
+        check_external(ext)  # a bad factory or weights path fails now, before the store exists
         ident = stable_hash(asdict(ext))
         if ext.weights:
             from .store import sha256_file
@@ -109,15 +110,25 @@ def resolve_targets(spec: EvalSpec, given: dict[str, nn.Module] | None = None) -
     return unique
 
 
-def check_fit(target: Target, model: nn.Module, info, device) -> None:
-    """A data set that does not fit the model is a one-line DataError, not a shape trace."""
+def _describe(info) -> str:
+    return f"{info.name} ({info.channels}x{info.image_size[0]}x{info.image_size[1]}, {info.num_classes} classes)"
+
+
+def check_expects(target: Target, info) -> None:
+    """A zoo model's recorded data set against the spec's, without loading the model."""
     exp = target.expects
-    want = f"{info.name} ({info.channels}x{info.image_size[0]}x{info.image_size[1]}, {info.num_classes} classes)"
     if exp is not None:
         have = (exp["channels"], tuple(exp["image_size"]), exp["num_classes"])
         if have != (info.channels, tuple(info.image_size), info.num_classes):
             raise DataError(f"model {target.name} was trained on {exp['name']} ({have[0]}x{have[1][0]}x{have[1][1]}, "
-                            f"{have[2]} classes) but the spec's data is {want}; evaluate it on {exp['name']}")
+                            f"{have[2]} classes) but the spec's data is {_describe(info)}; "
+                            f"evaluate it on {exp['name']}")
+
+
+def check_fit(target: Target, model: nn.Module, info, device) -> None:
+    """A data set that does not fit the model is a one-line DataError, not a shape trace."""
+    check_expects(target, info)
+    want = _describe(info)
     probe = torch.zeros(1, info.channels, *info.image_size, device=device)
     previous = model.training
     model.eval()
@@ -136,7 +147,10 @@ def check_fit(target: Target, model: nn.Module, info, device) -> None:
 
 def example_indices(spec: EvalSpec, n_total: int) -> torch.Tensor:
     """The seeded, recorded subset of the split that every attack draws from (in order)."""
-    n = min(spec.data.n, n_total)
+    n = check_n(spec.data.n, "data.n")
+    if n > n_total:  # not clamped: the results would silently cover fewer examples than asked for
+        raise ConfigError(f"data.n = {n} but {spec.data.name} {spec.data.split} has {n_total} examples; "
+                          f"use n <= {n_total} (data.n in the spec or --n)")
     g = torch.Generator().manual_seed(spec.seed)
     return torch.randperm(n_total, generator=g)[:n]
 
@@ -194,10 +208,10 @@ def plan_units(spec: EvalSpec, targets: list[Target], data_id: list, n: int) -> 
                 source = by_name.get(attack.params["source"])
                 if source is None:
                     raise ConfigError(f"attack '{attack.label}': source '{attack.params['source']}' is not one of "
-                                      f"the spec's models ({', '.join(by_name)})")
+                                      f"the spec's models ({', '.join(by_name)}); set source to one of them")
             for tm in spec.attack_threats(attack):
                 grid = spec.attack_eps(attack, tm)
-                n_att = min(attack.n or n, n)
+                n_att = min(attack.n or n, n)  # an attack's n is "at most": a smaller --n run covers all of it
                 for start in range(0, n_att, spec.data.batch_size):
                     stop = min(start + spec.data.batch_size, n_att)
                     # A transfer unit also depends on the source model's weights.
@@ -299,15 +313,25 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
     dev = rank_device(dev, world)
     if world.distributed:
         log = _prefixed(log, f"[rank {world.rank}/{world.world_size}] ")
-    store = ResultStore(results_dir or spec.results or Path("results") / spec.name).open()
+    # Everything a user can get wrong is checked before the store is created, so a failed
+    # eval leaves no skeleton store behind (report/export would call it unfinished).
+    store = ResultStore(results_dir or spec.results or Path("results") / spec.name).check()
+    check_n(spec.data.n, "data.n")  # again: `--n` may have replaced data.n after the spec was checked
     targets = resolve_targets(spec, models)
     ds = datasets.load_dataset(spec.data.name, spec.data.split, root=spec.data.root, download=spec.data.download)
     info = ds.info
+    for target in targets:
+        check_expects(target, info)
+        if target.source == "python":  # already in memory: probe it where it is
+            module = target.load()
+            where = next(iter(module.parameters()), torch.empty(0)).device
+            check_fit(target, module, info, where)
     indices = example_indices(spec, len(ds))
     n = len(indices)
     data_id = [spec.data.name, spec.data.split, n, spec.seed]
 
     units = plan_units(spec, targets, data_id, n)
+    store.open()
     # Static round-robin shares: a function of the unit list alone, so a re-run after a crash
     # (with any number of processes) assigns every unfinished unit to exactly one process.
     todo = [u for u in world.shard(units) if not store.has_unit(u.key)]

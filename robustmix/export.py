@@ -70,8 +70,12 @@ def select_cell(results, threat_model=None, eps=None) -> tuple[str, float]:
         return threat_model, float(common[-1])
     found = _match_eps(available, parse_eps(eps))
     if found is None:
+        # The threat model may have been the default: point to those where this eps was evaluated.
+        elsewhere = [t for t in sorted(tms.index) if t != threat_model
+                     and _match_eps(sorted(s.loc[s["threat_model"] == t, "eps"].unique()), parse_eps(eps)) is not None]
+        hint = f"pass --threat-model {' or '.join(elsewhere)}, or " if elsewhere else ""
         raise ConfigError(f"eps {eps} was not evaluated for {threat_model}; "
-                          f"use one of {_eps_list(d)}")
+                          f"{hint}use a {threat_model} eps: {_eps_list(d)}")
     return threat_model, float(found)
 
 

@@ -102,6 +102,17 @@ def _robustbench_model(name: str, dataset: str, threat_model: str, weights: str 
     return model
 
 
+def check_external(ext) -> None:
+    """What can be checked of an ``ExternalModel`` without building it: the factory imports,
+    the weights file exists, mean and std come together."""
+    if ext.factory is not None:
+        _import_factory(ext.factory)
+    elif ext.weights is not None and not Path(ext.weights).is_file():
+        raise CheckpointError(f"weights file {ext.weights} not found; pass the path of the model's .pt file")
+    if (ext.mean is None) != (ext.std is None):
+        raise ConfigError(f"external model '{ext.name}': give both mean and std, or neither")
+
+
 def build_external(ext) -> nn.Module:
     """Build an ``ExternalModel`` spec entry into an eval-ready module in [0, 1] space."""
     if ext.factory is not None:

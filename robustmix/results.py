@@ -16,6 +16,7 @@ hosts), and only rank 0 writes the aggregates, after all ranks are done.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -51,6 +52,28 @@ class ResultStore:
         self.banks = self.root / "banks"
 
     # --- opening ---------------------------------------------------------
+    def _not_writable(self, why: str) -> StoreError:
+        return StoreError(f"results dir {self.root} is not writable ({why}); "
+                          f"pass --results DIR with a writable directory")
+
+    def check(self) -> "ResultStore":
+        """What ``open`` would refuse, found without creating anything: an eval checks its store
+        first, but creates it only once everything else checked out."""
+        if self.root.exists():
+            if not self.root.is_dir():
+                raise self._not_writable("Not a directory")
+            if (self.root / "store.json").exists():
+                self.check_marker()
+            return self
+        parent = self.root.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise self._not_writable(f"{parent} is not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise self._not_writable(f"Permission denied at {parent}")
+        return self
+
     def open(self) -> "ResultStore":
         """Create or check the store; refuse stores of another format/version."""
         marker = self.root / "store.json"
@@ -61,8 +84,7 @@ class ResultStore:
             with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-probe-"):
                 pass
         except OSError as exc:
-            raise StoreError(f"results dir {self.root} is not writable ({exc.strerror or exc}); "
-                             f"pass --results DIR with a writable directory") from None
+            raise self._not_writable(exc.strerror or str(exc)) from None
         if marker.exists():
             self.check_marker()
         else:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .attacks import check_precision, make_attack
-from .config import from_dict, load_toml
+from .config import check_seed, from_dict, load_toml
 from .eps import check_eps, parse_eps
 from .errors import ConfigError
 from .provenance import stable_hash
@@ -20,6 +20,14 @@ from .schema import THREAT_MODELS
 
 # Keys of an [[attacks]] table that steer the driver; the rest are attack parameters.
 DRIVER_KEYS = ("name", "label", "n", "eps", "threat_models")
+
+
+def check_n(n, where: str) -> int:
+    """A number of examples: an int >= 1 (whether it fits the split is checked once the data is loaded)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ConfigError(f"{where}: must be > 0, got {n!r}; give the number of examples to evaluate "
+                          f"(data.n in the spec or --n), e.g. 1000")
+    return n
 
 
 @dataclass
@@ -32,8 +40,7 @@ class DataSpec:
     download: bool = False
 
     def validate(self, where):
-        if self.n <= 0:
-            raise ConfigError(f"{where}.n: must be > 0, got {self.n}")
+        check_n(self.n, f"{where}.n")
         if self.batch_size <= 0:
             raise ConfigError(f"{where}.batch_size: must be > 0, got {self.batch_size}")
 
@@ -98,6 +105,7 @@ class EvalSpec:
 
     def validate(self, where):
         check_precision(self.precision)
+        check_seed(self.seed, "seed")
         if not self.models and not self.external:
             raise ConfigError("models: list at least one zoo name/pattern or an [[external]] model")
         if not self.name or "/" in self.name:

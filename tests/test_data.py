@@ -202,6 +202,43 @@ def test_fashion_mnist_missing_source_says_apt_get(monkeypatch, tmp_path):
     assert_one_line(exc, "fashion-mnist", "apt-get install dataset-fashion-mnist")
 
 
+def test_fashion_mnist_unwritable_root_says_where_to_write(monkeypatch, tmp_path):
+    """The default root is ./data of the working directory: one that cannot be written is a
+    one-line DataError naming the directory and ROBUSTMIX_DATA / --root, not an OSError trace."""
+    src = tmp_path / "deb"
+    write_idx_set(src, gz=True)
+    monkeypatch.setenv("ROBUSTMIX_FASHION_MNIST_SRC", str(src))
+    # A regular file where a directory must go fails for root too (chmod would not).
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "FashionMNIST").write_text("in the way")
+    for call in (lambda: prepare("fashion-mnist", blocked),
+                 lambda: load_dataset("fashion-mnist", "test", root=blocked)):
+        with pytest.raises(DataError) as exc:
+            call()
+        assert_one_line(exc, "cannot write fashion-mnist into", blocked / "FashionMNIST" / "raw", "ROBUSTMIX_DATA",
+                        "--root", "writable directory")
+    monkeypatch.delenv("ROBUSTMIX_DATA", raising=False)
+    monkeypatch.chdir(blocked)
+    (blocked / "data").write_text("in the way")  # ./data, the default root, is not a directory
+    for root in (None, blocked / "data"):
+        with pytest.raises(DataError) as exc:
+            prepare("fashion-mnist", root)
+        assert_one_line(exc, f"data root {blocked / 'data'} is not a directory", "ROBUSTMIX_DATA", "--root")
+    assert (blocked / "data").read_text() == "in the way"
+
+
+def test_cli_data_prepare_root_that_is_a_file(tmp_path, capsys):
+    from robustmix import cli
+
+    root = tmp_path / "afile"
+    root.write_text("not a directory")
+    assert cli.main(["data", "prepare", "fashion-mnist", "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robustmix: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert f"data root {root} is not a directory" in err and "--root" in err
+
+
 def test_mnist_raw_layout(tmp_path):
     written = write_idx_set(tmp_path / "MNIST" / "raw", gz=False, seed=1)
     for split, prefix, n in (("train", "train", 7), ("test", "t10k", 5)):

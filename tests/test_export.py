@@ -79,6 +79,18 @@ def test_unknown_eps_and_threat_model(store, tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_eps_of_another_threat_model_names_it(store, tmp_path, capsys):
+    # 0.5 is an L2 eps only; without --threat-model the default (Linf) is tried first.
+    with pytest.raises(ConfigError, match="eps 0.5 was not evaluated for Linf; pass --threat-model L2, or use a Linf"):
+        export_leaderboard(store, tmp_path / "x.csv", eps="0.5")
+    from robustmix import cli
+
+    assert cli.main(["export", str(store), "--leaderboard", str(tmp_path / "x.csv"), "--eps", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robustmix: error: ") and err.count("\n") == 1 and "--threat-model L2" in err
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_robustbench_json(store, tmp_path):
     paths = export_robustbench(store, tmp_path / "rb", "Linf", "8/255")
     assert len(paths) == 4

@@ -114,6 +114,29 @@ def test_unknown_keys_are_named():
                "external\\[0\\].factory")
 
 
+@pytest.mark.parametrize("seed", [-1, 2**32, 99999999999999999999999])
+def test_seed_must_fit(seed):
+    spec_error(ConfigError, base(seed=seed), "seed: a seed must be an integer from 0 to 4294967295")
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_attacks_use_the_same_seed_rule(seed):
+    import torch
+    from robustmix.attacks import make_attack, sweep
+
+    atk, model = make_attack("fgsm", {}, "Linf"), _Net()
+    x, y = torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.int64)
+    for call in (lambda: atk.run(model, x, y, 0.1, seed), lambda: sweep(atk, model, x, y, [0, 0.1], seed)):
+        with pytest.raises(ConfigError, match="from 0 to 4294967295"):
+            call()
+    assert atk.run(model, x, y, 0.1, 2**32 - 1).x_adv.shape == x.shape
+
+
+def test_transfer_without_source_names_the_spec_key():
+    msg = spec_error(ConfigError, base(attacks=[{"name": "transfer"}]), 'add source = "MODEL"')
+    assert "params[" not in msg
+
+
 def test_load_spec_errors(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_spec(tmp_path / "missing.toml")
@@ -157,6 +180,56 @@ def test_cli_eval_bad_inputs_exit_2(tmp_path, capsys, kw, match):
     err = capsys.readouterr().err
     assert err.startswith("robustmix: error: ") and match.replace("\\", "") in err
     assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # a failed eval leaves no skeleton store behind
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--n", "-1"], "data.n: must be > 0, got -1"),
+    (["--n", "0"], "data.n: must be > 0, got 0"),
+    (["--seed", "99999999999999999999999"], "seed: a seed must be an integer from 0 to 4294967295"),
+    (["--seed", "-1"], "seed: a seed must be an integer from 0 to 4294967295, got -1"),
+])
+def test_cli_eval_bad_n_and_seed_exit_2(tmp_path, capsys, flags, match):
+    path = _write_spec(tmp_path / "s.toml", tmp_path / "data", store=tmp_path / "emptyzoo")
+    assert cli.main(["eval", str(path), "--results", str(tmp_path / "r"), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robustmix: error: ") and match in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_n_beyond_the_split_is_an_error_not_clamped(fake_fmnist, tmp_path):
+    spec = from_dict(EvalSpec, base(data={"n": 65, "batch_size": 8, "root": str(fake_fmnist)}))
+    with pytest.raises(ConfigError, match="data.n = 65 but fashion-mnist test has 64 examples; use n <= 64") as info:
+        run_eval(spec, tmp_path / "r", models={"m": _Net()}, device="cpu", progress=False, log=lambda *a: None)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "r").exists()
+    # `--n` replaces data.n after the spec was checked: run_eval checks it again.
+    spec = from_dict(EvalSpec, base(data={"n": 16, "batch_size": 8, "root": str(fake_fmnist)}))
+    spec.data.n = 0
+    with pytest.raises(ConfigError, match="data.n: must be > 0, got 0"):
+        run_eval(spec, tmp_path / "r", models={"m": _Net()}, device="cpu", progress=False, log=lambda *a: None)
+    assert not (tmp_path / "r").exists()
+
+
+def test_failed_eval_leaves_no_store_and_an_existing_one_alone(fake_fmnist, tmp_path):
+    """Every check that can fail runs before the result store is created."""
+    data = {"n": 8, "batch_size": 8, "root": str(fake_fmnist)}
+    bad = [base(data={**data, "split": "val"}),
+           base(attacks=[{"name": "transfer", "source": "nope"}], data=data),
+           base(models=["m", "zoo/*"], store=str(tmp_path / "emptyzoo"), data=data)]
+    for d in bad:
+        with pytest.raises(RobustmixError):
+            run_eval(from_dict(EvalSpec, d), tmp_path / "r", models={"m": _Net()}, device="cpu", progress=False,
+                     log=lambda *a: None)
+        assert not (tmp_path / "r").exists(), d
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    with pytest.raises(RobustmixError):
+        run_eval(from_dict(EvalSpec, bad[0]), existing, models={"m": _Net()}, device="cpu", progress=False,
+                 log=lambda *a: None)
+    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
 
 
 def test_no_model_matches_pattern(tmp_path):
@@ -187,13 +260,14 @@ def test_data_that_does_not_fit_the_model(real_fmnist, tmp_path, model, match):
         run_eval(spec, tmp_path / "r", models={"m": model}, device="cpu", progress=False, log=lambda *a: None)
     assert "\n" not in str(info.value)
     assert model.training  # the fit check leaves the caller's mode alone
-    assert not list((tmp_path / "r" / "examples").glob("*.parquet"))
+    assert not (tmp_path / "r").exists()
 
 
 def test_unknown_data_set(tmp_path):
     spec = from_dict(EvalSpec, base(data={"name": "fashion-mnistt", "n": 8}))
     with pytest.raises(DataError, match="unknown data set 'fashion-mnistt'"):
         run_eval(spec, tmp_path / "r", models={"m": _Net()}, device="cpu", progress=False, log=lambda *a: None)
+    assert not (tmp_path / "r").exists()
 
 
 def test_missing_data_files(tmp_path, monkeypatch):
@@ -202,3 +276,4 @@ def test_missing_data_files(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="fashion-mnist not found") as info:
         run_eval(spec, tmp_path / "r", models={"m": _Net()}, device="cpu", progress=False, log=lambda *a: None)
     assert "\n" not in str(info.value)
+    assert not (tmp_path / "r").exists()
