@@ -6,12 +6,13 @@ one-cycle schedule), scaled down only where a recipe says so.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from .config import from_dict, load_toml
+from .config import check_seed, from_dict, load_toml
 from .errors import ConfigError
 from .variants import parse_variant, resolve_variant
 
@@ -25,6 +26,13 @@ class DataSection:
     download: bool = False             # only where there is internet
     train_subset: int | None = None    # seeded subset of the train split, for CPU-sized runs
     subset_seed: int = 0
+
+    def validate(self, where):
+        # Larger than the split is checked once the data set is loaded (train.train_subset).
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ConfigError(f"{where}.train_subset: must be >= 1 (or left out for the whole train split), "
+                              f"got {self.train_subset}")
+        check_seed(self.subset_seed, f"{where}.subset_seed")
 
 
 @dataclass
@@ -43,10 +51,19 @@ class OptimSection:
     label_smoothing: float = 0.0
 
     def validate(self, where):
-        if self.lr <= 0:
-            raise ConfigError(f"{where}.lr: must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"{where}.weight_decay: must be >= 0, got {self.weight_decay}")
+        # `not low <= x` and math.isfinite also refuse NaN, which every `x < low` lets through.
+        def check(key, ok, rule):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and ok(value)):
+                raise ConfigError(f"{where}.{key}: must be {rule}, got {value}")
+
+        check("lr", lambda v: v > 0, "a finite number > 0")
+        check("weight_decay", lambda v: v >= 0, "a finite number >= 0")
+        check("momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+        check("grad_clip", lambda v: v >= 0, "a finite number >= 0 (0 turns clipping off)")
+        check("label_smoothing", lambda v: 0 <= v <= 1, "in [0, 1]")
+        if self.name == "sgd" and self.momentum == 0:  # SGD runs with Nesterov momentum
+            raise ConfigError(f"{where}.momentum: sgd uses Nesterov momentum, which must be > 0; set e.g. 0.9")
 
 
 @dataclass
@@ -107,10 +124,16 @@ class Recipe:
     def validate(self, where):
         if self.epochs < 0:
             raise ConfigError(f"epochs: must be >= 0, got {self.epochs}")
-        if self.batch_size <= 0 or self.eval_batch_size <= 0:
-            raise ConfigError("batch_size: must be > 0")
+        for key in ("batch_size", "eval_batch_size"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key}: must be > 0, got {getattr(self, key)}")
         if not self.seeds:
             raise ConfigError("seeds: list at least one seed")
+        for i, seed in enumerate(self.seeds):
+            check_seed(seed, f"seeds[{i}]")
+        if not self.variants:
+            raise ConfigError("variants: list at least one variant, e.g. variants = [\"full\"] "
+                              "(`robustmix train --variants full,chans`)")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ConfigError(f"name: must be a plain name without '/', got {self.name!r}")
         for aug in self.augment:
@@ -132,6 +155,14 @@ class Recipe:
                     raise ConfigError(f"variants[{i}]: a table needs variant = \"NAME\", got {item!r}")
             out.append((name, resolve_variant(name, params)))
         return out
+
+
+def require_model_name(data: dict, path: str | Path) -> None:
+    """A recipe file must name its model: an empty or truncated file must not train a default one."""
+    model = data.get("model", {})
+    if isinstance(model, dict) and "name" not in model:  # a non-table is left to the type check
+        raise ConfigError(f"{path}: missing key 'model.name'; add a [model] table with name = \"ARCH\" "
+                          f"(`robustmix models` lists them)")
 
 
 def recipe_task(path: str | Path) -> str:
@@ -156,4 +187,10 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
         elif value is not None:
             data[key] = value
     data.setdefault("name", Path(path).stem)
+    table = data.get("data")
+    if "task" not in data and ("permutation_seed" in data or isinstance(table, dict) and "test_subset" in table):
+        # Without `task` a recipe is a classifier's (recipe_task); these keys are un-shuffling's only.
+        raise ConfigError(f"{path} looks like an un-shuffling recipe (it sets permutation_seed or "
+                          f"data.test_subset) but has no task; add task = \"unshuffle\" to it")
+    require_model_name(data, path)
     return from_dict(Recipe, data)

@@ -32,6 +32,9 @@ CHECKPOINT_FORMAT = "robustmix-checkpoint"
 CHECKPOINT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 META = "meta.json"
+# What `robustmix train` writes and `zoo list`, eval and train's skip read from every stored model.
+STORE_META_FIELDS = ("weights_sha256", "model.name", "model.args", "variant", "variant_params", "seed",
+                     "dataset.name", "metrics.clean_acc", "params", "trainable_params", "seconds", "created")
 
 
 def default_store_root() -> Path:
@@ -64,14 +67,7 @@ class ModelStore:
 
     # --- writing ---------------------------------------------------------
     def check_writable(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-probe"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise CheckpointError(f"zoo store {self.root} is not writable ({exc.strerror}); "
-                                  f"pass --out DIR or set ROBUSTMIX_ZOO to a writable directory") from None
+        check_writable_dir(self.root, "zoo store", "pass --out DIR or set ROBUSTMIX_ZOO to a writable directory")
 
     def save(self, name: str, model: torch.nn.Module, meta: dict) -> dict:
         """Write weights then meta.json, each atomically; meta.json commits."""
@@ -90,12 +86,25 @@ class ModelStore:
                                   f"pass --out DIR or set ROBUSTMIX_ZOO to a writable directory") from None
         return meta
 
+    def clear_partial(self, name: str) -> None:
+        """Drop a run's resume state, and the folders above it under .partial that it leaves empty."""
+        folder = self.partial_path(name)
+        shutil.rmtree(folder, ignore_errors=True)
+        top = self.root / ".partial"
+        for parent in folder.parents:
+            if parent == top or top not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # not empty: another run of this recipe is in progress
+                break
+
     def remove(self, name: str) -> None:
         folder = self.path(name)
         if not (folder / META).exists():
             raise CheckpointError(f"no model '{name}' in {self.root}; see `robustmix zoo list`")
         shutil.rmtree(folder)
-        shutil.rmtree(self.partial_path(name), ignore_errors=True)
+        self.clear_partial(name)
 
     # --- reading ---------------------------------------------------------
     def names(self, pattern: str = "*") -> list[str]:
@@ -112,13 +121,36 @@ class ModelStore:
         return (self.path(name) / META).is_file()
 
     def meta(self, name: str) -> dict:
+        """A stored model's metadata, with every field that listing, eval and train read from it."""
         folder = self.path(name)
         if not (folder / META).is_file():
             raise CheckpointError(f"no model '{name}' in {self.root}; see `robustmix zoo list` or train it first")
-        return read_meta(folder)
+        meta = read_meta(folder)
+        for key in STORE_META_FIELDS:
+            value = meta
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if value is None:  # a KeyError in a reader would be a traceback, not a named problem
+                raise CheckpointError(f"{folder / META} has no {key}; the checkpoint is incomplete or was edited: "
+                                      f"delete it and re-run `robustmix train`")
+        return meta
 
     def load(self, name: str, device="cpu") -> tuple[torch.nn.Module, dict]:
         return load_checkpoint(self.path(name), device)
+
+
+def check_writable_dir(path: Path, what: str, fix: str) -> None:
+    """Create ``path`` if needed and write a file in it, so a bad output location fails before training."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{what} {path} is a file, not a directory; {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"  # per process: two runs may probe one store at once
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise CheckpointError(f"{what} {path} is not writable ({exc.strerror or exc}); {fix}") from None
 
 
 def read_meta(folder: Path) -> dict:
@@ -155,6 +187,9 @@ def load_checkpoint(folder: str | Path, device="cpu") -> tuple[torch.nn.Module, 
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{folder} has no {WEIGHTS}; the checkpoint is incomplete, re-run `robustmix train`")
+    if not isinstance(meta.get("weights_sha256"), str):
+        raise CheckpointError(f"{folder / META} has no weights_sha256, so the weights cannot be verified; "
+                              f"delete {folder} and re-run `robustmix train`")
     digest = sha256_file(weights)
     if digest != meta.get("weights_sha256"):
         raise CheckpointError(f"{weights} does not match the sha256 in {META} (modified or corrupt); "

@@ -136,7 +136,12 @@ def make_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimi
 
 
 def train_subset(recipe: Recipe, n_total: int) -> torch.Tensor:
-    if recipe.data.train_subset is None or recipe.data.train_subset >= n_total:
+    recipe.data.validate("data")  # a Recipe built in Python skips the loader's checks
+    n = recipe.data.train_subset
+    if n is not None and n > n_total:  # silently training on fewer images would mislabel the run
+        raise ConfigError(f"data.train_subset: {n} is more than the {n_total} images of {recipe.data.name}'s "
+                          f"train split; use at most {n_total}, or leave it out for all of them")
+    if n is None or n == n_total:
         return torch.arange(n_total)
     g = torch.Generator().manual_seed(recipe.data.subset_seed)
     return torch.randperm(n_total, generator=g)[: recipe.data.train_subset].sort().values
@@ -202,6 +207,7 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
     train_ds = datasets.load_dataset(recipe.data.name, "train", root=root, download=recipe.data.download)
     test_ds = datasets.load_dataset(recipe.data.name, "test", root=root, download=recipe.data.download)
     info = train_ds.info
+    indices = train_subset(recipe, len(train_ds))  # before anything trains: it checks the subset fits
     perf = recipe.performance.resolve(device.type)
     memory_format = torch.channels_last if perf.channels_last else torch.contiguous_format
 
@@ -215,7 +221,6 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
     optimizer = make_optimizer(recipe, model)
     learned = [p for p in model.parameters() if p.requires_grad]
     total, trainable = count_params(model)
-    indices = train_subset(recipe, len(train_ds))
     steps = max(1, math.ceil(len(indices) / recipe.batch_size))
 
     state_path = store.partial_path(name) / "state.pt"
@@ -314,8 +319,7 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         store.save(name, model, meta)
-        if state_path.exists():
-            state_path.unlink()
+        store.clear_partial(name)
     # The other ranks wait here until the checkpoint is committed.
     clean_acc, elapsed = world.broadcast((clean_acc, elapsed))
     return TrainResult(name, variant, seed, clean_acc, total, trainable, elapsed, status)

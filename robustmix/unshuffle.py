@@ -24,7 +24,7 @@ import html
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -36,12 +36,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import data as datasets
-from .config import from_dict, load_toml
+from .config import check_seed, from_dict, load_toml
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_path, write_json_atomic, write_text_atomic
 from .models import count_params, create_model
 from .provenance import code_version, device_description, package_versions, stable_hash
-from .recipe import OptimSection, ScheduleSection  # same optimiser/schedule keys as classifier recipes
+# Same optimiser/schedule keys as classifier recipes.
+from .recipe import OptimSection, Recipe, ScheduleSection, require_model_name
 from .variants import audit_frozen, parse_variant, resolve_variant, variant_tag
 
 FORMAT = "robustmix-unshuffle"
@@ -101,6 +102,7 @@ class UnshuffleData:
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise ConfigError(f"{where}.{key}: must be > 0, got {value}")
+        check_seed(self.subset_seed, f"{where}.subset_seed")
 
 
 @dataclass
@@ -132,10 +134,18 @@ class UnshuffleRecipe:
     description: str = ""
 
     def validate(self, where):
-        if self.epochs < 0 or self.batch_size <= 0 or self.eval_batch_size <= 0:
-            raise ConfigError("epochs must be >= 0 and batch sizes > 0")
-        if not self.seeds or not self.variants:
-            raise ConfigError("seeds and variants: list at least one each")
+        if self.epochs < 0:
+            raise ConfigError(f"epochs: must be >= 0, got {self.epochs}")
+        for key in ("batch_size", "eval_batch_size"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key}: must be > 0, got {getattr(self, key)}")
+        if not self.seeds:
+            raise ConfigError("seeds: list at least one seed")
+        for i, seed in enumerate(self.seeds):
+            check_seed(seed, f"seeds[{i}]")
+        check_seed(self.permutation_seed, "permutation_seed")
+        if not self.variants:
+            raise ConfigError("variants: list at least one variant, e.g. variants = [\"full\", \"chans\"]")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ConfigError(f"name: must be a plain name without '/', got {self.name!r}")
         self.variant_list()
@@ -150,7 +160,25 @@ def load_unshuffle_recipe(path: str | Path, overrides: dict | None = None) -> Un
     raw = load_toml(path)
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     raw.setdefault("name", Path(path).stem)
-    return from_dict(UnshuffleRecipe, raw)
+    classify = (f"{path} is a classification recipe; train it with `robustmix train {path}` "
+                f"(an un-shuffling recipe says task = \"unshuffle\")")
+    if raw.get("task") == "classify":
+        raise ConfigError(classify)
+    require_model_name(raw, path)
+    try:
+        return from_dict(UnshuffleRecipe, raw)
+    except ConfigError:
+        # Without `task` a classifier's recipe (table variants, augment, ...) fails on a key it is
+        # right to have: say what the file is rather than name that key.
+        if "task" not in raw and _uses_classification_only_keys(raw):
+            raise ConfigError(classify) from None
+        raise
+
+
+def _uses_classification_only_keys(raw: dict) -> bool:
+    only = {f.name for f in fields(Recipe)} - {f.name for f in fields(UnshuffleRecipe)}  # augment, performance
+    variants = raw.get("variants")
+    return bool(only & set(raw)) or isinstance(variants, list) and any(isinstance(v, dict) for v in variants)
 
 
 # --- the model ----------------------------------------------------------------
@@ -215,6 +243,9 @@ def load_unshuffle_model(folder: str | Path, device="cpu") -> tuple[nn.Module, d
                               f"train it with `robustmix unshuffle`") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{folder} is not a {FORMAT} v{FORMAT_VERSION} model; retrain it")
+    if not isinstance(meta.get("weights_sha256"), str):
+        raise CheckpointError(f"{folder / META} has no weights_sha256, so the weights cannot be verified; "
+                              f"delete {folder} and retrain it")
     if sha256_file(folder / WEIGHTS) != meta.get("weights_sha256"):
         raise CheckpointError(f"{folder / WEIGHTS} does not match the sha256 in {META}; retrain it")
     m = meta["model"]
@@ -226,18 +257,22 @@ def load_unshuffle_model(folder: str | Path, device="cpu") -> tuple[nn.Module, d
 
 # --- training -----------------------------------------------------------------
 
-def _subset(n_total: int, n: int | None, seed: int) -> torch.Tensor:
-    if n is None or n >= n_total:
+def _subset(n_total: int, n: int | None, seed: int, key: str, split: str) -> torch.Tensor:
+    if n is not None and n > n_total:  # silently using fewer images would mislabel the results
+        raise ConfigError(f"data.{key}: {n} is more than the {n_total} images of the {split} split; "
+                          f"use at most {n_total}, or leave it out for all of them")
+    if n is None or n == n_total:
         return torch.arange(n_total)
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
 def _splits(recipe: UnshuffleRecipe):
     d = recipe.data
+    d.validate("data")  # a recipe built or changed in Python skips the loader's checks
     train = datasets.load_dataset(d.name, "train", root=d.root, download=d.download)
     test = datasets.load_dataset(d.name, "test", root=d.root, download=d.download)
-    return (train, _subset(len(train), d.train_subset, d.subset_seed),
-            test, _subset(len(test), d.test_subset, d.subset_seed + 1))
+    return (train, _subset(len(train), d.train_subset, d.subset_seed, "train_subset", "train"),
+            test, _subset(len(test), d.test_subset, d.subset_seed + 1, "test_subset", "test"))
 
 
 def _mean_image(ds, idx: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -276,11 +311,14 @@ def _run_hash(recipe, variant: str, params: dict, seed: int) -> str:
 def train_unshuffle(recipe: UnshuffleRecipe, out_dir: str | Path, device: str | None = None,
                     log=None) -> pd.DataFrame:
     """Train every (variant x seed); a finished run with the same config is reused, not retrained."""
+    from .store import check_writable_dir
     from .train import make_optimizer, optimizer_step, resolve_device  # the classifier's schedule/optimiser
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     dev = resolve_device(device or recipe.device)
     out_dir = Path(out_dir)
+    # Fail now, not after the last variant trained: models, results and report all go here.
+    check_writable_dir(out_dir, "output directory", "pass --out DIR of a directory robustmix can create and write")
     train_ds, train_idx, test_ds, test_idx = _splits(recipe)
     info = train_ds.info
     h, w = info.image_size
@@ -355,7 +393,7 @@ def write_unshuffle_grid(recipe: UnshuffleRecipe, out_dir: str | Path, n_images:
 
     out_dir = Path(out_dir)
     test = datasets.load_dataset(recipe.data.name, "test", root=recipe.data.root, download=recipe.data.download)
-    idx = _subset(len(test), recipe.data.test_subset, recipe.data.subset_seed + 1)[:n_images]
+    idx = _subset(len(test), recipe.data.test_subset, recipe.data.subset_seed + 1, "test_subset", "test")[:n_images]
     x = datasets.batch(test, idx)[0]
     perm = make_permutation(x.shape[-2], x.shape[-1], recipe.permutation_seed)
     rows = [("truth", x), ("shuffled", shuffle_images(x, perm))]

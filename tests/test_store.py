@@ -109,7 +109,8 @@ def test_zoo_list_show_remove(store, capsys):
         err = capsys.readouterr().err
         assert err.startswith("robustmix: error:") and "tiny/full-s0" in err and err.count("\n") == 1
 
-    # An empty store says so.
+    # An empty store says so (a missing one is an error in cli.cmd_zoo).
+    (store.root / "empty").mkdir()
     assert cli.main(["zoo", "--store", str(store.root / "empty"), "list"]) == 0
     assert "no models" in capsys.readouterr().out
 
@@ -247,3 +248,55 @@ def test_weights_file_is_plain_safetensors(store):
     state = load_file(str(store.path("tiny/full-s0") / WEIGHTS))
     assert all(isinstance(v, torch.Tensor) for v in state.values()) and "head.2.weight" in state
     assert os.path.getsize(store.path("tiny/full-s0") / WEIGHTS) > 0
+
+
+def test_missing_weights_sha256_is_named_as_missing(store, capsys):
+    # It used to be reported as "does not match the sha256".
+    path = store.path("tiny/full-s0") / META
+    meta = json.loads(path.read_text())
+    del meta["weights_sha256"]
+    path.write_text(json.dumps(meta))
+    _assert_checkpoint_error(store, "tiny/full-s0", capsys, "has no weights_sha256")
+    with pytest.raises(CheckpointError, match="has no weights_sha256"):
+        store.meta("tiny/full-s0")  # what eval reads the fingerprint from
+
+
+def test_zoo_list_names_an_incomplete_checkpoint_and_lists_the_rest(store, capsys):
+    # A meta.json without a field the listing reads was a KeyError traceback for the whole store.
+    path = store.path("tiny/full-s0") / META
+    meta = json.loads(path.read_text())
+    del meta["metrics"]
+    path.write_text(json.dumps(meta))
+    assert cli.main(["zoo", "--store", str(store.root), "list"]) == 2
+    out, err = capsys.readouterr()
+    assert "tiny/smooth-sigma2-s0" in out and "tiny/full-s0" not in out
+    assert err.startswith("robustmix: error:") and err.count("\n") == 1
+    assert "tiny/full-s0" in err and "metrics.clean_acc" in err
+    with pytest.raises(CheckpointError, match="metrics.clean_acc"):
+        store.meta("tiny/full-s0")
+
+
+def test_clear_partial_removes_the_run_and_empty_parents(tmp_path):
+    st = ModelStore(tmp_path)
+    for name in ("r/full-s0", "r/chans-s0"):
+        st.partial_path(name).mkdir(parents=True)
+        (st.partial_path(name) / "state.pt").write_bytes(b"x")
+    st.clear_partial("r/full-s0")
+    assert not st.partial_path("r/full-s0").exists() and st.partial_path("r/chans-s0").is_dir()
+    st.clear_partial("r/chans-s0")  # the last run of the recipe takes its folder with it
+    assert not (tmp_path / ".partial" / "r").exists()
+    st.clear_partial("r/never-s0")  # nothing to clear is fine
+
+
+def test_store_root_that_is_a_file(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(CheckpointError, match="is a file, not a directory"):
+        ModelStore(blocker).check_writable()
+    assert blocker.read_text() == "x"
+
+
+def test_zoo_list_pattern_that_matches_nothing(store, capsys):
+    assert cli.main(["zoo", "--store", str(store.root), "list", "nope/*"]) == 2
+    err = capsys.readouterr().err
+    assert "no model in" in err and "'nope/*'" in err and err.count("\n") == 1

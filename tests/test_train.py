@@ -179,3 +179,20 @@ def test_a_frozen_filter_that_moved_in_training_is_refused(fake_fmnist, tmp_path
     with pytest.raises(RuntimeError, match="frozen tensors changed"):
         train_recipe(tiny_recipe(fake_fmnist, epochs=1), store, progress=False)
     assert store.names() == []
+
+
+def test_finished_runs_leave_no_partial_folders(fake_fmnist, tmp_path):
+    store = ModelStore(tmp_path)
+    train_recipe(tiny_recipe(fake_fmnist, epochs=1, variants=["full", "chans"]), store, progress=False)
+    assert store.names() == ["tiny/chans-s0", "tiny/full-s0"]
+    assert not (tmp_path / ".partial" / "tiny").exists()
+
+
+def test_train_subset_is_checked_for_recipes_built_in_python(fake_fmnist, tmp_path):
+    from robustmix.errors import ConfigError
+
+    for n, fragment in ((0, ">= 1"), (257, "256 images")):
+        with pytest.raises(ConfigError, match=fragment):
+            train_recipe(tiny_recipe(fake_fmnist, data=DataSection(root=str(fake_fmnist), train_subset=n)),
+                         ModelStore(tmp_path), progress=False)
+    assert ModelStore(tmp_path).names() == []

@@ -174,3 +174,72 @@ def test_models_command_lists_registry(capsys):
     rc, out, _ = run_cli(capsys, "models", "sepresnet*")
     assert rc == 0 and out.count("\n") == len(robustmix.list_models("sepresnet*"))
     assert "sepresnet_tiny" in out
+
+
+@pytest.mark.parametrize("lr, optimizer, fragment", [
+    ("nan", "", "optimizer.lr"), ("inf", "", "optimizer.lr"),
+    (0.01, "label_smoothing = nan", "optimizer.label_smoothing"),
+    (0.01, "grad_clip = -1.0", "optimizer.grad_clip"), (0.01, "momentum = inf", "optimizer.momentum")])
+def test_non_finite_or_out_of_range_optimizer_values(capsys, write_recipe, fake_fmnist, tmp_path, lr, optimizer,
+                                                     fragment):
+    # NaN passes every `x <= 0` check and reached the optimiser as a ValueError traceback.
+    r = write_recipe("r", fake_fmnist, lr=lr, optimizer=optimizer)
+    assert_fails(capsys, ["train", r, "--out", tmp_path / "o"], ConfigError, [fragment, "must be"], recipe=r)
+
+
+def test_recipe_must_name_its_model(capsys, tmp_path):
+    # An empty file used to start a 25-epoch convmixer_64 run on the whole train split.
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    no_model = tmp_path / "nomodel.toml"
+    no_model.write_text('variants = ["full"]\nepochs = 1\n[data]\nname = "fashion-mnist"\n')
+    for path in (empty, no_model):
+        assert_fails(capsys, ["train", path, "--out", tmp_path / "o"], ConfigError,
+                     [path.name, "'model.name'", "[model]"], recipe=path)
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_subset_must_be_positive_and_fit_the_split(capsys, write_recipe, fake_fmnist, tmp_path):
+    zero = write_recipe("zero", fake_fmnist, data="train_subset = 0")
+    assert_fails(capsys, ["train", zero, "--out", tmp_path / "o"], ConfigError, ["data.train_subset", ">= 1"],
+                 recipe=zero)
+    # fake_fmnist has 256 training images: 1000 used to be cut down to them without a word.
+    huge = write_recipe("huge", fake_fmnist, data="train_subset = 1000")
+    assert_fails(capsys, ["train", huge, "--out", tmp_path / "o"], ConfigError,
+                 ["data.train_subset", "1000", "256"], recipe=huge)
+    assert ModelStore(tmp_path / "o").names() == [] and not (tmp_path / "o" / ".partial").exists()
+
+
+def test_empty_variant_list(capsys, write_recipe, fake_fmnist, tmp_path):
+    r = write_recipe("r", fake_fmnist, variants="[]")
+    assert_fails(capsys, ["train", r, "--out", tmp_path / "o"], ConfigError, ["variants", "at least one"], recipe=r)
+    ok = write_recipe("ok", fake_fmnist)
+    assert_fails(capsys, ["train", ok, "--out", tmp_path / "o", "--variants", ",,"], ConfigError,
+                 ["variants", "at least one"], recipe=ok, overrides={"variants": []})
+
+
+def test_negative_seeds(capsys, write_recipe, fake_fmnist, tmp_path):
+    r = write_recipe("r", fake_fmnist, seeds="[0, -1]")
+    assert_fails(capsys, ["train", r, "--out", tmp_path / "o"], ConfigError, ["seeds[1]", "-1"], recipe=r)
+    ok = write_recipe("ok", fake_fmnist)
+    assert_fails(capsys, ["train", ok, "--out", tmp_path / "o", "--seeds=-1"], ConfigError, ["seeds[0]", "-1"],
+                 recipe=ok, overrides={"seeds": [-1]})
+    sub = write_recipe("sub", fake_fmnist, data="subset_seed = -1")
+    assert_fails(capsys, ["train", sub, "--out", tmp_path / "o"], ConfigError, ["data.subset_seed", "-1"],
+                 recipe=sub)
+
+
+def test_out_that_is_a_file(capsys, write_recipe, fake_fmnist, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = write_recipe("r", fake_fmnist)
+    assert_fails(capsys, ["train", r, "--out", blocker], CheckpointError, [str(blocker), "is a file", "--out"],
+                 recipe=r, store=ModelStore(blocker))
+    assert blocker.read_text() == "x"
+
+
+def test_unshuffle_recipe_without_task(capsys, write_recipe, fake_fmnist, tmp_path):
+    # Without `task` a recipe is a classifier's; un-shuffling-only keys say which was meant.
+    r = write_recipe("r", fake_fmnist, permutation_seed="3")
+    assert_fails(capsys, ["train", r, "--out", tmp_path / "o"], ConfigError, ["un-shuffling", 'task = "unshuffle"'],
+                 recipe=r)

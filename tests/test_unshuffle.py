@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -153,3 +154,110 @@ def test_channels_only_model_learns_to_unshuffle_past_both_baselines(tmp_path, r
     assert row["test_psnr"] > row["mean_psnr"] + 1.0, row.to_dict()
     assert row["test_psnr"] > row["identity_psnr"] + 1.0, row.to_dict()
     assert row["mean_psnr"] > row["identity_psnr"]  # the stronger baseline is the one to beat
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    from robustmix import cli
+
+    rc = cli.main([str(a) for a in argv])
+    return rc, capsys.readouterr().err
+
+
+def assert_one_line_error(capsys, argv, *fragments):
+    rc, err = run_cli(capsys, *argv)
+    assert rc == 2 and err.startswith("robustmix: error: ") and err.count("\n") == 1, err
+    for f in fragments:
+        assert f in err, err
+
+
+def test_unwritable_out_fails_before_training(tmp_path, fake_fmnist, capsys):
+    # It used to train every variant, then lose them all to a NotADirectoryError traceback.
+    path = recipe_file(tmp_path, fake_fmnist, data_extra="train_subset = 32\ntest_subset = 8")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    # One stderr line: no epoch was logged, nothing trained.
+    assert_one_line_error(capsys, ["unshuffle", path, "--out", blocker / "sub", "--device", "cpu"],
+                          str(blocker / "sub"), "not writable", "--out")
+    assert_one_line_error(capsys, ["unshuffle", path, "--out", blocker, "--device", "cpu"],
+                          str(blocker), "is a file", "--out")
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize("old, new, fragments", [
+    ("batch_size = 32", "batch_size = 0", ["batch_size", "got 0"]),
+    ("batch_size = 32", "eval_batch_size = -5", ["eval_batch_size", "got -5"]),
+    ("seeds = [0]", "seeds = [-1]", ["seeds[0]", "-1"]),
+    ("seeds = [0]", "seeds = [0]\npermutation_seed = -1", ["permutation_seed", "-1"]),
+    ("[data]", "[data]\nsubset_seed = -2", ["data.subset_seed", "-2"]),
+    ('variants = ["full", "chans"]', "variants = []", ["variants", "at least one"]),
+])
+def test_bad_recipe_values_name_the_field(tmp_path, old, new, fragments):
+    path = Path(recipe_file(tmp_path, tmp_path))
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    with pytest.raises(ConfigError) as info:
+        load_unshuffle_recipe(path)
+    for f in fragments:
+        assert f in str(info.value), info.value
+
+
+def test_cli_epochs_and_nan_lr_name_the_field(tmp_path, fake_fmnist, capsys):
+    path = recipe_file(tmp_path, fake_fmnist)
+    assert_one_line_error(capsys, ["unshuffle", path, "--out", tmp_path / "o", "--epochs=-1"], "epochs", "-1")
+    nan = tmp_path / "nan.toml"
+    nan.write_text(Path(path).read_text().replace("lr = 0.01", "lr = nan"))
+    assert_one_line_error(capsys, ["unshuffle", nan, "--out", tmp_path / "o"], "optimizer.lr", "nan")
+
+
+def test_recipe_must_name_its_model(tmp_path, capsys):
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert_one_line_error(capsys, ["unshuffle", empty, "--out", tmp_path / "o"], "empty.toml", "'model.name'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_classification_recipe_is_sent_to_train(tmp_path, capsys):
+    body = ('variants = ["full", { variant = "smooth", sigma = 1.0 }]\n'
+            '[model]\nname = "convmixer_16_2_ks3_p4"\n')
+    implicit = tmp_path / "implicit.toml"
+    implicit.write_text(body)  # no task: table variants are classification-only
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text('task = "classify"\nvariants = ["full"]\n[model]\nname = "convmixer_16_2_ks3_p4"\n')
+    for path in (implicit, explicit):
+        assert_one_line_error(capsys, ["unshuffle", path, "--out", tmp_path / "o"],
+                              "classification recipe", f"robustmix train {path}")
+    # A broken un-shuffling recipe still gets the error about its own key.
+    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
+        load_unshuffle_recipe(recipe_file(tmp_path, tmp_path, extra="epoch = 3", name="typo"))
+
+
+def test_subsets_larger_than_the_split_are_errors(tmp_path, fake_fmnist):
+    # fake_fmnist: 256 train and 64 test images; these used to be cut down without a word.
+    for data_extra, fragments in (("train_subset = 1000", ["data.train_subset", "1000", "256"]),
+                                  ("test_subset = 100", ["data.test_subset", "100", "64"])):
+        recipe = load_unshuffle_recipe(recipe_file(tmp_path, fake_fmnist, data_extra=data_extra))
+        with pytest.raises(ConfigError) as info:
+            train_unshuffle(recipe, tmp_path / "out", log=lambda msg: None)
+        for f in fragments:
+            assert f in str(info.value), info.value
+    assert not (tmp_path / "out" / "models").exists()
+
+
+def test_missing_weights_sha256_is_named(tmp_path):
+    import json
+
+    from robustmix.unshuffle import META, save_unshuffle_model
+
+    recipe = UnshuffleRecipe(name="t")
+    recipe.model.args = {"dim": 8, "depth": 2, "kernel_size": 3}
+    model = build_unshuffle_model(recipe, "full", 0, FMNIST)
+    meta = {"variant": "full", "variant_params": {}, "seed": 0, "dataset": {"channels": 1},
+            "model": {"name": recipe.model.name, "args": model.model_args, "pixel_mean": 0.3}}
+    folder = tmp_path / "m"
+    save_unshuffle_model(folder, model, meta)
+    load_unshuffle_model(folder)  # the intact one loads
+    written = json.loads((folder / META).read_text())
+    del written["weights_sha256"]
+    (folder / META).write_text(json.dumps(written))
+    with pytest.raises(CheckpointError, match="has no weights_sha256"):
+        load_unshuffle_model(folder)
