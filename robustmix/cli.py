@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def cmd_train(args) -> int:
 
     world = current_world()
     if recipe_task(args.recipe) == "unshuffle":
+        ignored = [flag for flag, value in (("--variants", args.variants), ("--seeds", args.seeds),
+                                            ("--amp", args.amp), ("--compile", args.compile),
+                                            ("--channels-last", args.channels_last), ("--workers", args.workers))
+                   if value is not None]
+        if ignored:  # silently training something other than what was asked for is worse than stopping
+            raise ConfigError(f"{', '.join(ignored)} do not apply to un-shuffling recipes; set variants and "
+                              f"seeds in {args.recipe} (only --epochs, --device and --out apply)")
         if world.distributed:
             raise ConfigError("unshuffle recipes train in one process; run `robustmix train RECIPE` "
                               "without torchrun")
@@ -58,7 +66,7 @@ def cmd_train(args) -> int:
         return cmd_unshuffle(args)
 
     # A number is a worker count; anything else goes to the recipe check, which names the key.
-    workers = int(args.workers) if args.workers and args.workers.isdigit() else args.workers
+    workers = int(args.workers) if args.workers and args.workers.lstrip("-").isdigit() else args.workers
     overrides = {"epochs": args.epochs, "device": args.device, "seeds": args.seeds,
                  "variants": _csv_list(args.variants) if args.variants is not None else None,
                  "performance": {"amp": args.amp, "compile": args.compile, "channels_last": args.channels_last,
@@ -176,10 +184,8 @@ def cmd_zoo(args) -> int:
             df["seconds"] = df["seconds"].map(lambda s: f"{s:.1f}")
             print(df.to_string(index=False))
         if unreadable:  # the good checkpoints are still listed; the command fails so scripts notice
-            name, why = unreadable[0]
-            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-            raise ConfigError(f"unreadable checkpoint {name}{more}: {why}; re-train it or "
-                              f"`robustmix zoo remove {name}`")
+            more = f" ({len(unreadable) - 1} more unreadable checkpoints)" if len(unreadable) > 1 else ""
+            raise ConfigError(f"{unreadable[0][1]}{more}")
     elif args.zoo_cmd == "show":
         meta = store.meta(args.name)
         store.load(args.name)  # verifies hash and that the weights rebuild the model
@@ -302,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     except RobustmixError as exc:
         print(f"robustmix: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `robustmix zoo list | head`: the reader left, which is not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's recipe: no second error when stdout flushes at exit
+        return 0
     except KeyboardInterrupt:
         print("robustmix: interrupted; re-run the same command to resume where it stopped", file=sys.stderr)
         return 130

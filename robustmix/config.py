@@ -27,8 +27,11 @@ def check_seed(value: Any, where: str = "seed") -> int:
 
 def load_toml(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: file not found; pass the path of a TOML file")
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise ConfigError(f"{path} is {kind}; pass the path of a TOML file")
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)

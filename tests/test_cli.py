@@ -1,6 +1,8 @@
 """The command line's own errors: one line that names the (sub)command and the fix, exit 2."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from robustmix import cli
@@ -61,3 +63,17 @@ def test_spectrum_out_that_cannot_be_a_directory(blocker, capsys, tmp_path):
     err = _one_line_error(capsys)
     assert f"cannot write to {out}" in err and "writable directory" in err
     assert (tmp_path / "file").read_text() == "keep me"
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["eval", "DIR"], "is a directory; pass the path of a TOML file"),
+    (["train", str(REPO / "zoo/fashion-mnist-unshuffle.toml"), "--seeds", "1", "--amp", "off"],
+     "--seeds, --amp do not apply to un-shuffling recipes"),
+])
+def test_inputs_that_would_be_misread(argv, message, capsys, tmp_path):
+    argv = [str(tmp_path) if a == "DIR" else a for a in argv]
+    assert cli.main(argv) == 2
+    assert message in _one_line_error(capsys)
