@@ -122,20 +122,7 @@ class Recipe:
     description: str = ""
 
     def validate(self, where):
-        if self.epochs < 0:
-            raise ConfigError(f"epochs: must be >= 0, got {self.epochs}")
-        for key in ("batch_size", "eval_batch_size"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key}: must be > 0, got {getattr(self, key)}")
-        if not self.seeds:
-            raise ConfigError("seeds: list at least one seed")
-        for i, seed in enumerate(self.seeds):
-            check_seed(seed, f"seeds[{i}]")
-        if not self.variants:
-            raise ConfigError("variants: list at least one variant, e.g. variants = [\"full\"] "
-                              "(`robustmix train --variants full,chans`)")
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise ConfigError(f"name: must be a plain name without '/', got {self.name!r}")
+        check_runs(self)
         for aug in self.augment:
             if aug not in AUGMENTATIONS:
                 raise ConfigError(f"augment: unknown augmentation '{aug}'; choose from {', '.join(AUGMENTATIONS)}")
@@ -155,6 +142,23 @@ class Recipe:
                     raise ConfigError(f"variants[{i}]: a table needs variant = \"NAME\", got {item!r}")
             out.append((name, resolve_variant(name, params)))
         return out
+
+
+def check_runs(recipe) -> None:
+    """What every recipe (classifier or un-shuffling) must get right to train anything."""
+    if recipe.epochs < 0:
+        raise ConfigError(f"epochs: must be >= 0, got {recipe.epochs}")
+    for key in ("batch_size", "eval_batch_size"):
+        if getattr(recipe, key) <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {getattr(recipe, key)}")
+    if not recipe.seeds:
+        raise ConfigError("seeds: list at least one seed")
+    for i, seed in enumerate(recipe.seeds):
+        check_seed(seed, f"seeds[{i}]")
+    if not recipe.variants:
+        raise ConfigError("variants: list at least one variant, e.g. variants = [\"full\", \"chans\"]")
+    if not recipe.name or "/" in recipe.name or recipe.name.startswith("."):
+        raise ConfigError(f"name: must be a plain name without '/', got {recipe.name!r}")
 
 
 def require_model_name(data: dict, path: str | Path) -> None:

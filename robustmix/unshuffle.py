@@ -42,7 +42,7 @@ from .fileio import atomic_path, write_json_atomic, write_text_atomic
 from .models import count_params, create_model
 from .provenance import code_version, device_description, package_versions, stable_hash
 # Same optimiser/schedule keys as classifier recipes.
-from .recipe import OptimSection, Recipe, ScheduleSection, require_model_name
+from .recipe import OptimSection, Recipe, ScheduleSection, check_runs, require_model_name
 from .variants import audit_frozen, parse_variant, resolve_variant, variant_tag
 
 FORMAT = "robustmix-unshuffle"
@@ -134,20 +134,8 @@ class UnshuffleRecipe:
     description: str = ""
 
     def validate(self, where):
-        if self.epochs < 0:
-            raise ConfigError(f"epochs: must be >= 0, got {self.epochs}")
-        for key in ("batch_size", "eval_batch_size"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key}: must be > 0, got {getattr(self, key)}")
-        if not self.seeds:
-            raise ConfigError("seeds: list at least one seed")
-        for i, seed in enumerate(self.seeds):
-            check_seed(seed, f"seeds[{i}]")
+        check_runs(self)
         check_seed(self.permutation_seed, "permutation_seed")
-        if not self.variants:
-            raise ConfigError("variants: list at least one variant, e.g. variants = [\"full\", \"chans\"]")
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise ConfigError(f"name: must be a plain name without '/', got {self.name!r}")
         self.variant_list()
 
     def variant_list(self) -> list[tuple[str, dict]]:
