@@ -1,7 +1,8 @@
 """Command line: parse arguments, call one library function, print.
 
-Every user-caused problem surfaces as ``robustmix: error: <one line>`` with
-exit status 2; Ctrl-C exits 130 and says how to resume.
+Every user-caused problem surfaces as ``robustmix: error: <one line>`` (argument
+errors as ``robustmix SUBCOMMAND: error: <one line>``) with exit status 2;
+Ctrl-C exits 130 and says how to resume.
 """
 from __future__ import annotations
 
