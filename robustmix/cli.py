@@ -90,7 +90,7 @@ def cmd_eval(args) -> int:
     spec = load_spec(args.spec, {"store": args.store, "seed": args.seed, "precision": args.precision})
     if args.n is not None:
         spec.data.n = args.n
-        spec.validate("")
+        spec.data.validate("data")
 
     def log(line: str) -> None:
         # One write per line, flushed: under torchrun the ranks share stdout unbuffered (python -u),

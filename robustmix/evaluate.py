@@ -316,7 +316,6 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
     # Everything a user can get wrong is checked before the store is created, so a failed
     # eval leaves no skeleton store behind (report/export would call it unfinished).
     store = ResultStore(results_dir or spec.results or Path("results") / spec.name).check()
-    check_n(spec.data.n, "data.n")  # again: `--n` may have replaced data.n after the spec was checked
     targets = resolve_targets(spec, models)
     ds = datasets.load_dataset(spec.data.name, spec.data.split, root=spec.data.root, download=spec.data.download)
     info = ds.info
@@ -326,7 +325,7 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
             module = target.load()
             where = next(iter(module.parameters()), torch.empty(0)).device
             check_fit(target, module, info, where)
-    indices = example_indices(spec, len(ds))
+    indices = example_indices(spec, len(ds))  # checks data.n again: `--n` may have replaced it
     n = len(indices)
     data_id = [spec.data.name, spec.data.split, n, spec.seed]
 
