@@ -305,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "device", None) is not None and not args.device.strip():  # '' would mean auto
         args._parser.error("argument --device: empty; use auto, cpu or cuda[:N]")
     try:
-        return args.fn(args)
+        status = args.fn(args)
+        sys.stdout.flush()  # buffered output meets a closed pipe here, where it is handled, not at exit
+        return status
     except RobustmixError as exc:
         print(f"robustmix: error: {exc}", file=sys.stderr)
         return 2

@@ -321,10 +321,13 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
     info = ds.info
     for target in targets:
         check_expects(target, info)
-        if target.source == "python":  # already in memory: probe it where it is
+        if target.source != "zoo":
+            # No metadata says what an outside model takes: build it and probe it where it
+            # lives. Building twice (now and below) is the price of failing before the store exists.
             module = target.load()
             where = next(iter(module.parameters()), torch.empty(0)).device
             check_fit(target, module, info, where)
+            del module
     indices = example_indices(spec, len(ds))  # checks data.n again: `--n` may have replaced it
     n = len(indices)
     data_id = [spec.data.name, spec.data.split, n, spec.seed]

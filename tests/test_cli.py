@@ -1,6 +1,9 @@
 """The command line's own errors: one line that names the (sub)command and the fix, exit 2."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +80,17 @@ def test_inputs_that_would_be_misread(argv, message, capsys, tmp_path):
     argv = [str(tmp_path) if a == "DIR" else a for a in argv]
     assert cli.main(argv) == 2
     assert message in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_a_reader_that_leaves_early_is_not_an_error(unbuffered):
+    # `robustmix models | head -1`: the pipe closes before robustmix has written everything.
+    # Buffered (the default) the write fails at the final flush, unbuffered at the first print.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen([sys.executable, "-m", "robustmix", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=Path(cli.__file__).parents[1])
+    proc.stdout.close()  # the reader leaves before robustmix writes a line
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 0 and err == "", err

@@ -17,7 +17,7 @@ from torch import nn
 
 from robustmix import data as datasets
 from robustmix.config import from_dict
-from robustmix.errors import ConfigError
+from robustmix.errors import ConfigError, DataError
 from robustmix.evaluate import example_indices, run_eval
 from robustmix.results import wilson_interval
 from robustmix.schema import EXAMPLE_COLUMNS, SUMMARY_COLUMNS, WORST_CASE
@@ -402,6 +402,27 @@ def test_external_factory_model(real_fmnist, tmp_path, monkeypatch):
     assert models.loc[0, "source"] == "factory"
     assert models.loc[0, "arch"] == "robustmix_test_ext_factory:build"
     assert models.loc[0, "params"] == 4 * 9 + 4 + 4 * 16 * 10 + 10  # kwargs reached the factory
+
+
+def test_external_model_that_cannot_take_the_data_fails_before_the_store_exists(real_fmnist, tmp_path,
+                                                                                 monkeypatch):
+    # A 3-channel network cannot take 1-channel Fashion-MNIST; only a forward pass can tell.
+    pkg = tmp_path / "extpkg"
+    pkg.mkdir()
+    (pkg / "robustmix_test_ext_rgb.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def build():
+            return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(10))
+    """))
+    monkeypatch.syspath_prepend(str(pkg))
+    spec = from_dict(EvalSpec, {"name": "t", "data": {"n": 8, "batch_size": 8, "root": str(real_fmnist)},
+                                "threat": {"Linf": {"eps": [0, "8/255"]}}, "attacks": [{"name": "fgsm"}],
+                                "external": [{"name": "rgb", "factory": "robustmix_test_ext_rgb:build",
+                                              "dataset": "fashion-mnist"}]})
+    with pytest.raises(DataError, match="model rgb cannot take fashion-mnist \\(1x28x28"):
+        evaluate(spec, tmp_path / "r", None)
+    assert not (tmp_path / "r").exists()
 
 
 def test_randomized_model_is_reproducible_and_rng_untouched(tiny, real_fmnist, tmp_path):
