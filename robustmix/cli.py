@@ -95,7 +95,7 @@ def cmd_eval(args) -> int:
     def log(line: str) -> None:
         # One write per line, flushed: under torchrun the ranks share stdout unbuffered (python -u),
         # where print's separate write of the newline lets another rank's line in between.
-        if not args.quiet:
+        if not args.quiet and sys.stdout is not None:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         args._parser.error("argument --device: empty; use auto, cpu or cuda[:N]")
     try:
         status = args.fn(args)
-        sys.stdout.flush()  # buffered output meets a closed pipe here, where it is handled, not at exit
+        if sys.stdout is not None:  # None: started with stdout closed, where print writes nothing
+            sys.stdout.flush()  # buffered output meets a closed pipe here, where it is handled, not at exit
         return status
     except RobustmixError as exc:
         print(f"robustmix: error: {exc}", file=sys.stderr)

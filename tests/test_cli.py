@@ -94,3 +94,10 @@ def test_a_reader_that_leaves_early_is_not_an_error(unbuffered):
     proc.stdout.close()  # the reader leaves before robustmix writes a line
     err = proc.stderr.read().decode()
     assert proc.wait() == 0 and err == "", err
+
+
+def test_a_closed_stdout_is_not_an_error():
+    # `robustmix models >&-`: Python then has no sys.stdout at all, and print writes nothing.
+    proc = subprocess.run(["sh", "-c", f"exec '{sys.executable}' -m robustmix models >&-"],
+                          capture_output=True, text=True, cwd=Path(cli.__file__).parents[1])
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
