@@ -16,6 +16,7 @@ validate does), without changing the unit or its seed.
 from __future__ import annotations
 
 import ctypes
+import fnmatch
 import sys
 import time
 from contextlib import contextmanager
@@ -200,9 +201,16 @@ def plan_units(spec: EvalSpec, targets: list[Target], data_id: list, n: int) -> 
     eval derives the same list and takes its share by position.
     """
     by_name = {t.name: t for t in targets}
+    for attack in spec.attack_list:
+        for pattern in attack.models or ():
+            if not fnmatch.filter(by_name, pattern):
+                raise ConfigError(f"attack '{attack.label}': models pattern '{pattern}' matches none of the spec's "
+                                  f"models ({', '.join(by_name)}); fix the pattern or drop it")
     units = []
     for target in targets:
         for attack in spec.attack_list:
+            if attack.models is not None and not any(fnmatch.fnmatch(target.name, p) for p in attack.models):
+                continue
             source = None
             if "source" in attack.params:
                 source = by_name.get(attack.params["source"])

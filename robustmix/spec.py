@@ -19,7 +19,7 @@ from .provenance import stable_hash
 from .schema import THREAT_MODELS
 
 # Keys of an [[attacks]] table that steer the driver; the rest are attack parameters.
-DRIVER_KEYS = ("name", "label", "n", "eps", "threat_models")
+DRIVER_KEYS = ("name", "label", "n", "eps", "threat_models", "models")
 
 
 def check_n(n, where: str) -> int:
@@ -86,6 +86,10 @@ class AttackSpec:
     n: int | None
     eps: list[float] | None
     threat_models: list[str] | None
+    # Glob patterns over the spec's model names: the attack runs on the models that
+    # match one (None: on every model). Lets a study spend expensive attacks (AutoAttack,
+    # Square) on the few models where they check for gradient masking.
+    models: list[str] | None = None
 
 
 @dataclass
@@ -150,10 +154,15 @@ class EvalSpec:
             if not isinstance(eps, list) or not eps:
                 raise ConfigError(f"{where}.eps: must be a non-empty list, got {eps!r}")
             eps = sorted({parse_eps(e) for e in eps})
+        models = table.get("models")
+        if models is not None and (not isinstance(models, list) or not models
+                                   or not all(isinstance(m, str) and m for m in models)):
+            raise ConfigError(f"{where}.models: must be a non-empty list of model names or glob patterns, "
+                              f"e.g. [\"fashion-mnist-core/*-s0\"], got {models!r}")
         label = table.get("label", table["name"])
         if not isinstance(label, str) or not label or "/" in label:
             raise ConfigError(f"{where}.label: must be a non-empty name without '/', got {label!r}")
-        spec = AttackSpec(table["name"], label, params, n, eps, tms)
+        spec = AttackSpec(table["name"], label, params, n, eps, tms, models)
         for tm in self.attack_threats(spec):
             # Builds and validates now so a typo fails before hours of work.
             make_attack(spec.name, self._buildable(params), tm)

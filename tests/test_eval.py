@@ -357,6 +357,30 @@ def test_transfer_source_must_be_a_spec_model(tiny, real_fmnist, tmp_path):
         evaluate(spec, tmp_path / "r", {"a": tiny})
 
 
+def test_attack_models_restricts_an_attack_to_matching_models(tiny, real_fmnist, tmp_path):
+    # A study spends its expensive attacks on a few models: pgd runs on "core/*" only,
+    # while the clean pass (fgsm at eps 0, labelled "clean") covers every model.
+    models = {"core/a": tiny, "core/b": copy.deepcopy(tiny), "ctrl/c": copy.deepcopy(tiny)}
+    attacks = [{"name": "fgsm", "label": "clean", "eps": [0]},
+               {"name": "pgd", "steps": 3, "n": 16, "models": ["core/*"]}]
+    spec = make_spec(real_fmnist, list(models), attacks, {"Linf": {"eps": [0, "8/255"]}}, n=32, batch_size=16)
+    s = evaluate(spec, tmp_path / "r", models)
+    ran = s[s["attack"] != WORST_CASE].groupby("attack")["model"].unique().map(sorted).to_dict()
+    assert ran == {"clean": ["core/a", "core/b", "ctrl/c"], "pgd": ["core/a", "core/b"]}
+    assert set(s.loc[s["attack"] == "clean", "n"]) == {32}
+    ex = read_examples(tmp_path / "r")
+    assert set(ex.loc[ex["model"] == "ctrl/c", "attack"]) == {"clean"}
+
+
+def test_attack_models_pattern_must_match_a_spec_model(tiny, real_fmnist, tmp_path):
+    spec = make_spec(real_fmnist, ["a"], [{"name": "fgsm", "models": ["core/*"]}], n=16)
+    with pytest.raises(ConfigError, match="models pattern 'core/\\*' matches none"):
+        evaluate(spec, tmp_path / "r", {"a": tiny})
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ConfigError, match=r"attacks\[0\]\.models"):
+        make_spec(real_fmnist, ["a"], [{"name": "fgsm", "models": "core/*"}])
+
+
 # --- external factory models ---------------------------------------------------------
 
 def test_external_factory_model(real_fmnist, tmp_path, monkeypatch):
