@@ -60,7 +60,7 @@ def cmd_train(args) -> int:
         if world.distributed:
             raise ConfigError("unshuffle recipes train in one process; run `robustmix train RECIPE` "
                               "without torchrun")
-        from .unshuffle import cmd_unshuffle, load_unshuffle_recipe
+        from .paper.unshuffle import cmd_unshuffle, load_unshuffle_recipe
 
         name = load_unshuffle_recipe(args.recipe).name
         args.out = str(Path(args.out or default_store_root()) / name)
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--root", help="data root (default ./data or $ROBUSTMIX_DATA)")
     d.set_defaults(fn=cmd_data)
 
-    from . import analysis, reproduce, unshuffle
+    from .paper import analysis, reproduce, unshuffle
 
     analysis.add_cli(sub)
     unshuffle.add_cli(sub)

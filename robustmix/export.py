@@ -210,7 +210,7 @@ def export_robustbench(results_dir, out_dir, threat_model, eps) -> list[Path]:
     moved in, each with an atomic replace.
     """
     from .report import load_results
-    from .spectrum import model_slug
+    from .paper.spectrum import model_slug
 
     results = load_results(results_dir)
     entries = robustbench_entries(results, threat_model, eps)

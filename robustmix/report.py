@@ -30,7 +30,7 @@ from .errors import StoreError
 from .export import EPS_TOL, format_eps
 from .fileio import umask
 from .schema import WORST_CASE
-from .spectrum import model_slug
+from .paper.spectrum import model_slug
 
 # Columns the report and export cannot do without; the others of
 # schema.SUMMARY_COLUMNS are shown when present.
@@ -389,7 +389,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 def _build(results: Results, base: Path) -> None:
     from . import figures  # matplotlib/seaborn only when a report is written
 
-    from .spectrum import envelope_coverage, spectral_envelope
+    from .paper.spectrum import envelope_coverage, spectral_envelope
 
     fig_dir = base / "figures"
     data_dir = base / "data"

@@ -28,7 +28,7 @@ from .errors import StoreError
 from .fileio import atomic_path, write_json_atomic, write_text_atomic
 from .schema import (DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_FORMAT, STORE_VERSION, SUMMARY_COLUMNS,
                      WORST_CASE)
-from .spectrum import model_slug
+from .paper.spectrum import model_slug
 
 Z95 = 1.959963984540054
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from robustmix import schema
-from robustmix.spectrum import model_slug
+from robustmix.paper.spectrum import model_slug
 
 LINF_EPS = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 0.1, 0.2]
 L2_EPS = [0.0, 0.25, 0.5, 1.0]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import robustmix
-from robustmix.analysis import add_cli, bank_for, spectrum_table, write_spectrum_report
+from robustmix.paper.analysis import add_cli, bank_for, spectrum_table, write_spectrum_report
 from robustmix.errors import ConfigError
-from robustmix.spectrum import spectral_envelope
+from robustmix.paper.spectrum import spectral_envelope
 
 
 # Tiny tensors on 2 contended threads spin-wait; one thread is faster and deterministic.

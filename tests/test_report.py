@@ -1,4 +1,4 @@
-"""HTML report (robustmix.report), spectra (robustmix.spectrum), and a real-browser check."""
+"""HTML report (robustmix.report), spectra (robustmix.paper.spectrum), and a real-browser check."""
 import base64
 import fcntl
 import html
@@ -21,7 +21,7 @@ import pytest
 
 from robustmix.errors import StoreError
 from robustmix.report import auc, headline, load_results, write_report
-from robustmix.spectrum import envelope_coverage, model_slug, spectral_envelope
+from robustmix.paper.spectrum import envelope_coverage, model_slug, spectral_envelope
 
 sys.path.insert(0, str(Path(__file__).parent))
 fx = importlib.import_module("fixtures_results")

@@ -11,7 +11,7 @@ import torch
 from robustmix import data as datasets
 from robustmix.errors import CheckpointError, ConfigError
 from robustmix.models import ChannelMix, SpatialMix
-from robustmix.unshuffle import (UnshuffleRecipe, add_cli, build_unshuffle_model, load_unshuffle_model,
+from robustmix.paper.unshuffle import (UnshuffleRecipe, add_cli, build_unshuffle_model, load_unshuffle_model,
                                  load_unshuffle_recipe, make_permutation, shuffle_images, train_unshuffle,
                                  unshuffle_images, write_unshuffle_grid, write_unshuffle_report)
 
@@ -246,7 +246,7 @@ def test_subsets_larger_than_the_split_are_errors(tmp_path, fake_fmnist):
 def test_missing_weights_sha256_is_named(tmp_path):
     import json
 
-    from robustmix.unshuffle import META, save_unshuffle_model
+    from robustmix.paper.unshuffle import META, save_unshuffle_model
 
     recipe = UnshuffleRecipe(name="t")
     recipe.model.args = {"dim": 8, "depth": 2, "kernel_size": 3}

@@ -9,7 +9,7 @@ import torch
 
 import robustmix
 from robustmix.errors import ConfigError
-from robustmix.spectrum import spectral_envelope
+from robustmix.paper.spectrum import spectral_envelope
 from robustmix.variants import (apply_variant, audit_frozen, frozen_state, parse_variant, resolve_variant,
                                 smooth_filters, variant_tag)
 

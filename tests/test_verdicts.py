@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from robustmix import verdicts as V
-from robustmix.analysis import bank_for, bank_label, spectrum_table
+from robustmix.paper import verdicts as V
+from robustmix.paper.analysis import bank_for, bank_label, spectrum_table
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -202,7 +202,7 @@ def test_fixture_store_end_to_end(tmp_path):
 
 
 def test_write_index_escapes_and_is_self_contained(tmp_path):
-    from robustmix.reproduce import write_index
+    from robustmix.paper.reproduce import write_index
 
     vs = [V.Verdict("1", "s <b>", V.HOLDS, "<script>alert(1)</script>", {"x": "<i>"}),
           V.Verdict("3", "t", V.NOT_SHOWN, "e", {})]
@@ -216,7 +216,7 @@ def test_write_index_escapes_and_is_self_contained(tmp_path):
 def test_recipes_and_spec_for_reproduce(tmp_path):
     from pathlib import Path
 
-    from robustmix.reproduce import CPU_WIDTHS, classify_recipes, paper_spec
+    from robustmix.paper.reproduce import CPU_WIDTHS, classify_recipes, paper_spec
 
     root = Path(__file__).parent.parent
     rs = classify_recipes(root, quick=True)

@@ -8,7 +8,7 @@ with ``model.args.dim = dim``), evaluate them with evals/paper-cpu.toml
 of generated banks (analysis), train the un-shuffle recipe
 (``unshuffle.train_unshuffle`` reuses finished runs), then write
 ``OUT/index.html``: one section per claim with its numbers, CIs and verdict
-(robustmix.verdicts), built in a temporary directory and moved into place.
+(robustmix.paper.verdicts), built in a temporary directory and moved into place.
 ``quick=True`` shrinks everything (a few hundred images, one epoch) into a
 separate store/results so real runs are never overwritten: a smoke test only.
 """
@@ -23,8 +23,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .config import from_dict, load_toml
-from .errors import ConfigError
+from ..config import from_dict, load_toml
+from ..errors import ConfigError
 
 CPU_WIDTHS = (16, 32, 64)
 GPU_WIDTHS = (128, 256)  # paper scale: pass widths=CPU_WIDTHS + GPU_WIDTHS on a GPU
@@ -40,7 +40,7 @@ FIGURE_FOR = {"3": "robustness_curves", "3b": "robustness_curves"}
 
 
 def classify_recipes(root: Path, widths=CPU_WIDTHS, quick: bool = False) -> list:
-    from .recipe import load_recipe
+    from ..recipe import load_recipe
 
     out = [load_recipe(root / ZOO["controls"]), load_recipe(root / ZOO["smoothing"])]
     base = load_recipe(root / ZOO["width"])
@@ -57,8 +57,8 @@ def classify_recipes(root: Path, widths=CPU_WIDTHS, quick: bool = False) -> list
 
 def paper_spec(root: Path, store, results, quick: bool = False):
     """evals/paper-cpu.toml with patterns that match nothing dropped, plus the demo zoo if present."""
-    from .spec import EvalSpec
-    from .store import ModelStore
+    from ..spec import EvalSpec
+    from ..store import ModelStore
 
     data = load_toml(root / SPEC)
     data.setdefault("name", Path(SPEC).stem)
@@ -93,10 +93,10 @@ def spectrum(channels: int = 32, kernel_size: int = 5, seed: int = 0):
 def reproduce_paper(out_dir="reports/paper", store=None, results=None, device=None, quick: bool = False,
                     root=".", widths=CPU_WIDTHS, log=print) -> Path:
     """Run every step (resumably) and write ``out_dir/index.html``; return its path."""
-    from .evaluate import run_eval
-    from .report import load_results, write_report
-    from .store import ModelStore, default_store_root
-    from .train import train_recipe
+    from ..evaluate import run_eval
+    from ..report import load_results, write_report
+    from ..store import ModelStore, default_store_root
+    from ..train import train_recipe
     from .unshuffle import load_unshuffle_recipe, train_unshuffle, write_unshuffle_grid, write_unshuffle_report
     from .verdicts import all_verdicts
 
@@ -166,7 +166,7 @@ def write_index(verdicts, out_dir, figures: dict | None = None, links: dict | No
     nav = " · ".join(f'<a href="{html.escape(href)}">{html.escape(name)}</a>' for name, href in links.items())
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>robustmix: paper claims</title>"
             f"<style>{_CSS}</style></head><body><h1>Rethinking the Role of Spatial Mixing: claims, measured</h1>"
-            "<p>Verdicts are computed from the data by robustmix.verdicts: <b>holds</b> and <b>does not hold</b> "
+            "<p>Verdicts are computed from the data by robustmix.paper.verdicts: <b>holds</b> and <b>does not hold</b> "
             "need the difference outside the 95% intervals; <b>not shown</b> means intervals overlap, data are "
             "missing, or a diagnostic flag (possible gradient masking) makes robustness numbers untrustworthy."
             f"</p><p>{nav}</p>{''.join(sections)}</body></html>\n")
@@ -180,7 +180,7 @@ def write_index(verdicts, out_dir, figures: dict | None = None, links: dict | No
 
 
 def cmd_reproduce(args) -> int:
-    from .distributed import current_world
+    from ..distributed import current_world
 
     # The pipeline mixes one-process steps (un-shuffling, figures) with train and eval;
     # under torchrun each rank would redo them. Scale out its train/eval steps instead.

@@ -4,7 +4,7 @@ A bank is the (C, k, k) weight of one depthwise (SpatialMix) layer: either
 taken from a trained model, or generated here through the very fill
 functions the variants use (``robustmix.variants.VARIANTS[...].fill``), so a
 generated bank is bit-identical to the first frozen layer of a model built
-with that variant and seed. The envelope math is ``robustmix.spectrum``.
+with that variant and seed. The envelope math is ``robustmix.paper.spectrum``.
 
 ``spectrum_table`` gives, per bank, the envelope's coverage as the bank grows
 from 1 to C filters; ``write_spectrum_report`` writes it as CSV plus a figure
@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, StoreError
-from .fileio import atomic_path
-from .models.layers import SpatialMix
+from ..errors import ConfigError, StoreError
+from ..fileio import atomic_path
+from ..models.layers import SpatialMix
+from ..variants import VARIANTS, parse_variant, resolve_variant
 from .spectrum import DEFAULT_THRESHOLD_FRACTION, _magnitudes, envelope_coverage
-from .variants import VARIANTS, parse_variant, resolve_variant
 
 # Generated bank kind -> the variant whose fill draws it. "random" is the
 # framework's default init of a depthwise conv, i.e. what `chans` freezes.
@@ -73,7 +73,7 @@ def parse_bank(text: str) -> tuple[str, dict]:
 
 def model_banks(source: str, layer: str = "0", store_root=None) -> dict[str, np.ndarray]:
     """Banks of a trained model (zoo name or checkpoint dir), by ``name[layer]``; ``layer`` = index or 'all'."""
-    from .store import ModelStore, default_store_root, load_checkpoint
+    from ..store import ModelStore, default_store_root, load_checkpoint
 
     path = Path(source)
     if path.is_dir() and (path / "meta.json").is_file():

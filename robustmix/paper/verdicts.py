@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .results import wilson_interval
-from .schema import WORST_CASE
+from ..results import wilson_interval
+from ..schema import WORST_CASE
 
 HOLDS, FAILS, NOT_SHOWN = "holds", "does not hold", "not shown"
 

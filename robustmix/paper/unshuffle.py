@@ -35,15 +35,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import data as datasets
-from .config import check_seed, from_dict, load_toml
-from .errors import CheckpointError, ConfigError
-from .fileio import atomic_path, write_json_atomic, write_text_atomic
-from .models import count_params, create_model
-from .provenance import code_version, device_description, package_versions, stable_hash
+from .. import data as datasets
+from ..config import check_seed, from_dict, load_toml
+from ..errors import CheckpointError, ConfigError
+from ..fileio import atomic_path, write_json_atomic, write_text_atomic
+from ..models import count_params, create_model
+from ..provenance import code_version, device_description, package_versions, stable_hash
 # Same optimiser/schedule keys as classifier recipes.
-from .recipe import OptimSection, Recipe, ScheduleSection, check_runs, require_model_name
-from .variants import audit_frozen, parse_variant, resolve_variant, variant_tag
+from ..recipe import OptimSection, Recipe, ScheduleSection, check_runs, require_model_name
+from ..variants import audit_frozen, parse_variant, resolve_variant, variant_tag
 
 FORMAT = "robustmix-unshuffle"
 FORMAT_VERSION = 1
@@ -203,7 +203,7 @@ def save_unshuffle_model(folder: Path, model: nn.Module, meta: dict) -> dict:
     """weights.safetensors then meta.json (the commit marker), each atomic."""
     from safetensors.torch import save_file
 
-    from .store import sha256_file
+    from ..store import sha256_file
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -221,7 +221,7 @@ def load_unshuffle_model(folder: str | Path, device="cpu") -> tuple[nn.Module, d
 
     from safetensors.torch import load_file
 
-    from .store import sha256_file
+    from ..store import sha256_file
 
     folder = Path(folder)
     try:
@@ -299,8 +299,8 @@ def _run_hash(recipe, variant: str, params: dict, seed: int) -> str:
 def train_unshuffle(recipe: UnshuffleRecipe, out_dir: str | Path, device: str | None = None,
                     log=None) -> pd.DataFrame:
     """Train every (variant x seed); a finished run with the same config is reused, not retrained."""
-    from .store import check_writable_dir
-    from .train import make_optimizer, optimizer_step, resolve_device  # the classifier's schedule/optimiser
+    from ..store import check_writable_dir
+    from ..train import make_optimizer, optimizer_step, resolve_device  # the classifier's schedule/optimiser
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     dev = resolve_device(device or recipe.device)
