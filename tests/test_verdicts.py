@@ -178,14 +178,14 @@ def test_claim6():
 
 
 def test_fixture_store_end_to_end(tmp_path):
-    """Through report.load_results on a fixture store (worst-case rows derived)."""
+    """Through results.load_results on a fixture store (worst-case rows derived)."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
     from fixtures_results import write_store
 
-    from robustmix.report import load_results
+    from robustmix.results import load_results
 
     models = [dict(name=f"{C}/full-s0", variant="full", arch="a", robustness=0.01, clean=0.9),
               dict(name=f"{C}/chans-s0", variant="chans", arch="a", robustness=0.08, clean=0.895)]

@@ -1,7 +1,7 @@
 """Verdicts on the paper's claims, computed from the data (robustmix results).
 
 Every function takes measured tables -- a result store's summary (as
-``report.load_results(...).summary``: SUMMARY_COLUMNS plus worst-case rows),
+``results.load_results(...).summary``: SUMMARY_COLUMNS plus worst-case rows),
 its diagnostics table, ``analysis.spectrum_table`` output, or
 ``unshuffle.train_unshuffle`` output -- and returns a :class:`Verdict`:
 
@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..results import wilson_interval
+from ..diagnostics import BLACK_BOX
+from ..eps import EPS_TOL
+from ..results import Z95, wilson_interval
 from ..schema import WORST_CASE
 
 HOLDS, FAILS, NOT_SHOWN = "holds", "does not hold", "not shown"
@@ -35,12 +37,9 @@ HOLDS, FAILS, NOT_SHOWN = "holds", "does not hold", "not shown"
 CLOSE_TOL = 0.02
 # Claims 3: robustness compared at this Linf eps (8/255), worst white-box attack.
 ROBUST_EPS = 8 / 255
-BLACK_BOX = ("square", "transfer")
 # Claim 6: chans must beat both baselines by this many dB and be within this many dB of full.
 BASELINE_MARGIN_DB = 1.0
 UNSHUFFLE_TOL_DB = 3.0
-Z95 = 1.959964
-EPS_TOL = 1e-6
 
 STATEMENTS = {
     "1": "Channels-only (chans: random frozen spatial filters) reaches nearly the accuracy of the fully "
