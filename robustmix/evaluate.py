@@ -42,7 +42,7 @@ from .external import build_external, check_external
 from .models.layers import SpatialMix, count_params
 from .provenance import code_version, device_description, package_versions, stable_hash
 from .results import ResultStore, RunInfo, aggregate
-from .schema import DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_VERSION, WORST_CASE
+from .schema import DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_VERSION, VARIANT_PARAMS, WORST_CASE
 from .spec import AttackSpec, EvalSpec, check_n
 from .store import ModelStore, default_store_root, sha256_file
 
@@ -390,8 +390,9 @@ def _prefixed(log, prefix: str):
 def _model_row(target: Target, model: nn.Module, info) -> dict:
     total, trainable = count_params(model)
     meta = getattr(model, "checkpoint_meta", None) or {}
-    return {"model": target.name, "variant": target.variant, "variant_params": str(target.variant_params or ""),
-            "arch": target.arch, "dataset": target.dataset or info.name, "train_seed": target.train_seed,
+    params = target.variant_params or {}
+    return {"model": target.name, "variant": target.variant,
+            **{key: params.get(key, float("nan")) for key in VARIANT_PARAMS}, "arch": target.arch, "dataset": target.dataset or info.name, "train_seed": target.train_seed,
             "params": total, "trainable_params": trainable,
             "clean_acc": meta.get("metrics", {}).get("clean_acc", float("nan")), "source": target.source}
 

@@ -34,7 +34,7 @@ from .eps import format_eps, same_eps
 from .errors import StoreError
 from .fileio import atomic_path, model_slug, write_json_atomic, write_text_atomic
 from .schema import (DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_FORMAT, STORE_VERSION, SUMMARY_COLUMNS,
-                     WORST_CASE)
+                     VARIANT_PARAMS, WORST_CASE)
 
 Z95 = 1.959963984540054
 
@@ -231,7 +231,7 @@ def aggregate(examples: pd.DataFrame, models: pd.DataFrame, context: dict) -> pd
     agg["ci_low"], agg["ci_high"] = wilson_interval(agg["n_robust"].to_numpy(), agg["n"].to_numpy())
     agg["clean_acc"] = agg["n_clean"] / agg["n"]
     agg = agg.rename(columns={"passes": "fwd_bwd_passes"}).drop(columns=["n_clean"])
-    meta = models.set_index("model")[["variant", "arch", "dataset", "train_seed"]]
+    meta = models.set_index("model")[["variant", *VARIANT_PARAMS, "arch", "dataset", "train_seed"]]
     agg = agg.join(meta, on="model")
     for key, value in context.items():
         agg[key] = value
@@ -350,7 +350,7 @@ def _normalise_summary(s: pd.DataFrame) -> pd.DataFrame:
             canon[v] = v if prev is None else prev
         s.loc[idx, "eps"] = s.loc[idx, "eps"].map(canon)
     for col in ("ci_low", "ci_high", "clean_acc", "n", "n_robust", "eval_seed", "train_seed",
-                "code_version"):
+                "code_version", *VARIANT_PARAMS):
         if col not in s.columns:
             s[col] = np.nan
     if "eps_label" not in s.columns:

@@ -125,16 +125,24 @@ def make_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimi
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def train_subset(recipe: Recipe, n_total: int) -> torch.Tensor:
-    recipe.data.validate("data")  # a Recipe built in Python skips the loader's checks
-    n = recipe.data.train_subset
+def seeded_subset(n_total: int, n: int | None, seed: int, key: str, what: str) -> torch.Tensor:
+    """Sorted indices of a seeded subset of ``n`` of ``n_total`` images (all of them for None).
+
+    Every task's trainer draws its subsets here, so one seed means one subset everywhere.
+    """
     if n is not None and n > n_total:  # silently training on fewer images would mislabel the run
-        raise ConfigError(f"data.train_subset: {n} is more than the {n_total} images of {recipe.data.name}'s "
-                          f"train split; use at most {n_total}, or leave it out for all of them")
+        raise ConfigError(f"data.{key}: {n} is more than the {n_total} images of {what}; "
+                          f"use at most {n_total}, or leave it out for all of them")
     if n is None or n == n_total:
         return torch.arange(n_total)
-    g = torch.Generator().manual_seed(recipe.data.subset_seed)
-    return torch.randperm(n_total, generator=g)[: recipe.data.train_subset].sort().values
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_total, generator=g)[:n].sort().values
+
+
+def train_subset(recipe: Recipe, n_total: int) -> torch.Tensor:
+    recipe.data.validate("data")  # a Recipe built in Python skips the loader's checks
+    return seeded_subset(n_total, recipe.data.train_subset, recipe.data.subset_seed, "train_subset",
+                         f"{recipe.data.name}'s train split")
 
 
 @torch.no_grad()

@@ -113,7 +113,7 @@ def write_store(root, models, *, threat_models=None, attacks=ATTACKS, n=200,
                             margin=rng.normal(1.0, 1.0, n).astype("float32"), eval_seed=1234)))
         params = 100_000 + 5_000 * mi
         model_rows.append(dict(
-            model=name, variant=m["variant"], variant_params=json.dumps({"k": 7}),
+            model=name, variant=m["variant"], sigma=m.get("sigma", math.nan), rho=m.get("rho", math.nan),
             arch=m["arch"], dataset=dataset, train_seed=m.get("train_seed", 0),
             params=params, trainable_params=params - 1000 * (mi % 3),
             clean_acc=n_robust_clean / n, source="zoo"))

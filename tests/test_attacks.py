@@ -64,7 +64,7 @@ def test_cheap_table_covers_the_attack_registry():
 def test_registry_x_threat_models(setup, name, tm):
     """Every registered attack in every threat model: bounds, scoring, determinism, RNG and modes."""
     model, x, y = setup
-    x, y = x[:8], y[:8]
+    x, y = x[:4], y[:4]
     params = dict(CHEAP[name])
     if name == "transfer":
         torch.manual_seed(5)
@@ -85,11 +85,10 @@ def test_registry_x_threat_models(setup, name, tm):
         clean = model(x).argmax(1) == y
     assert torch.equal(r.correct, logits.argmax(1) == y) and bool(((r.margin > 0) == r.correct).all())
     assert not bool((r.correct & ~clean).any())
-    again = atk.run(model, x, y, eps, seed=3)
-    assert torch.equal(again.x_adv, r.x_adv) and again.passes == r.passes
-    res = sweep(atk, model, x, y, [0.0, eps / 2, eps], seed=3)
-    accs = [int(res[e].correct.sum()) for e in res]
-    assert torch.equal(res[0.0].correct, clean) and accs == sorted(accs, reverse=True)
+    # Deterministic from the seed, also inside a sweep (nesting attacks only the still-robust examples).
+    res = sweep(atk, model, x, y, [0.0, eps], seed=3, nested=False)
+    assert torch.equal(res[eps].x_adv, r.x_adv) and res[eps].passes == r.passes
+    assert torch.equal(res[0.0].correct, clean)
 
 
 def test_fgsm_matches_torchattacks(setup):

@@ -10,7 +10,8 @@ import torch
 import robustmix
 from robustmix.errors import ConfigError
 from robustmix.paper.spectrum import spectral_envelope
-from robustmix.variants import (apply_variant, audit_frozen, frozen_state, parse_variant, resolve_variant,
+from robustmix.schema import MODEL_COLUMNS, SUMMARY_COLUMNS, VARIANT_PARAMS
+from robustmix.variants import (VARIANTS, apply_variant, audit_frozen, frozen_state, parse_variant, resolve_variant,
                                 smooth_filters, variant_tag)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -205,3 +206,9 @@ def test_variant_recorded_on_model():
     model = robustmix.build_variant(TINY, "correlated", variant_seed=9, variant_params={"rho": 0.25})
     assert (model.variant, model.variant_seed, model.variant_params) == ("correlated", 9, {"rho": 0.25})
     assert math.isclose(model.variant_params["rho"], 0.25)
+
+
+def test_every_variant_parameter_is_a_result_column():
+    # models.csv and the summary carry one column per variant parameter (schema.VARIANT_PARAMS).
+    assert {key for spec in VARIANTS.values() for key in spec.defaults} == set(VARIANT_PARAMS)
+    assert set(VARIANT_PARAMS) <= set(MODEL_COLUMNS) and set(VARIANT_PARAMS) <= set(SUMMARY_COLUMNS)

@@ -48,7 +48,7 @@ from ..provenance import code_version, device_description, package_versions, sta
 # Same optimiser/schedule keys as classifier recipes.
 from ..recipe import OptimSection, Recipe, ScheduleSection, check_runs, require_model_name
 from ..store import check_writable_dir, sha256_file
-from ..train import make_optimizer, optimizer_step  # the classifier's schedule/optimiser
+from ..train import make_optimizer, optimizer_step, seeded_subset  # the classifier's subsets/schedule/optimiser
 from ..variants import audit_frozen, build_variant, parse_variant, resolve_variant, variant_tag
 
 FORMAT = "robustmix-unshuffle"
@@ -241,22 +241,13 @@ def load_unshuffle_model(folder: str | Path, device="cpu") -> tuple[nn.Module, d
 
 # --- training -----------------------------------------------------------------
 
-def _subset(n_total: int, n: int | None, seed: int, key: str, split: str) -> torch.Tensor:
-    if n is not None and n > n_total:  # silently using fewer images would mislabel the results
-        raise ConfigError(f"data.{key}: {n} is more than the {n_total} images of the {split} split; "
-                          f"use at most {n_total}, or leave it out for all of them")
-    if n is None or n == n_total:
-        return torch.arange(n_total)
-    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
-
-
 def _splits(recipe: UnshuffleRecipe):
     d = recipe.data
     d.validate("data")  # a recipe built or changed in Python skips the loader's checks
     train = datasets.load_dataset(d.name, "train", root=d.root, download=d.download)
     test = datasets.load_dataset(d.name, "test", root=d.root, download=d.download)
-    return (train, _subset(len(train), d.train_subset, d.subset_seed, "train_subset", "train"),
-            test, _subset(len(test), d.test_subset, d.subset_seed + 1, "test_subset", "test"))
+    return (train, seeded_subset(len(train), d.train_subset, d.subset_seed, "train_subset", "the train split"),
+            test, seeded_subset(len(test), d.test_subset, d.subset_seed + 1, "test_subset", "the test split"))
 
 
 def _mean_image(ds, idx: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -372,7 +363,8 @@ def write_unshuffle_grid(recipe: UnshuffleRecipe, out_dir: str | Path, n_images:
     """PNG grid, one column per test image: rows truth / shuffled / each variant (first seed)."""
     out_dir = Path(out_dir)
     test = datasets.load_dataset(recipe.data.name, "test", root=recipe.data.root, download=recipe.data.download)
-    idx = _subset(len(test), recipe.data.test_subset, recipe.data.subset_seed + 1, "test_subset", "test")[:n_images]
+    idx = seeded_subset(len(test), recipe.data.test_subset, recipe.data.subset_seed + 1, "test_subset",
+                        "the test split")[:n_images]
     x = datasets.batch(test, idx)[0]
     perm = make_permutation(x.shape[-2], x.shape[-1], recipe.permutation_seed)
     rows = [("truth", x), ("shuffled", shuffle_images(x, perm))]

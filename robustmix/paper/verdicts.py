@@ -251,14 +251,14 @@ def claim3(summary: pd.DataFrame, diagnostics: pd.DataFrame | None = None, recip
 
 def claim3b(summary: pd.DataFrame, diagnostics: pd.DataFrame | None = None, recipe: str | None = None,
             eps: float = ROBUST_EPS, threat_model: str = "Linf") -> Verdict:
-    """Robust accuracy of smooth-sigma<s> rises with sigma: the largest sigma CI-separated
-    above the smallest and no pair reversed (CI-separated); flags on any smooth model -> not shown."""
-    tags = sorted({split_name(m)[1] for m in summary["model"].unique()
-                   if re.fullmatch(r"smooth-sigma[0-9.e+-]+", split_name(m)[1])
-                   and (recipe is None or split_name(m)[0] == recipe)},
-                  key=lambda t: float(t[len("smooth-sigma"):]))
-    accs = [(t, *robust_acc(summary, t, recipe, eps, threat_model)) for t in tags]
-    accs = [(float(t[len("smooth-sigma"):]), a, att) for t, a, att in accs if a is not None]
+    """Robust accuracy of the smooth variant rises with its sigma (the summary's sigma column): the
+    largest sigma CI-separated above the smallest and no pair reversed (CI-separated); flags on
+    any smooth model -> not shown."""
+    smooth = summary[(summary["variant"] == "smooth") & summary["sigma"].notna()]
+    sigmas = {split_name(m)[1]: float(s) for m, s in smooth[["model", "sigma"]].itertuples(index=False)
+              if recipe is None or split_name(m)[0] == recipe}
+    accs = [(sigmas[t], *robust_acc(summary, t, recipe, eps, threat_model)) for t in sorted(sigmas, key=sigmas.get)]
+    accs = [(s, a, att) for s, a, att in accs if a is not None]
     if len(accs) < 2:
         return _missing("3b", f"white-box rows at eps {eps:.4g} for at least two smooth sigmas "
                               f"in {recipe or 'any recipe'}")
