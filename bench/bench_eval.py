@@ -50,7 +50,7 @@ from robustmix.attacks import make_attack, sweep  # noqa: E402
 from robustmix.eps import parse_eps  # noqa: E402
 from robustmix.evaluate import full_fp32  # noqa: E402
 from robustmix.store import ModelStore, load_checkpoint  # noqa: E402
-from robustmix.train import resolve_device  # noqa: E402
+from robustmix.device import resolve_device  # noqa: E402
 
 STEPS = 20
 SINGLE_EPS = 8 / 255

@@ -42,7 +42,8 @@ from robustmix.config import from_dict  # noqa: E402
 from robustmix.evaluate import full_fp32  # noqa: E402
 from robustmix.recipe import Recipe  # noqa: E402
 from robustmix.store import ModelStore  # noqa: E402
-from robustmix.train import resolve_device, train_one  # noqa: E402
+from robustmix.device import resolve_device  # noqa: E402
+from robustmix.train import train_one  # noqa: E402
 
 STEPS, EPS = 20, 8 / 255
 MODELS = {"demo": "convmixer_32_4_ks5_p2", "paper": "convmixer_256_8_ks5_p2"}

@@ -1,6 +1,6 @@
 """Training throughput: robustmix's train_one vs a bare hand-written PyTorch loop.
 
-Both train the same model (create_model, same variant and seed) on the same
+Both train the same model (build_variant, same variant and seed) on the same
 in-memory data tensors with AdamW + cross-entropy + grad-norm clipping. The
 robustmix side is the real code path, ``robustmix.train.train_one`` on a
 recipe; its per-epoch training seconds come from the checkpoint's history
@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from robustmix import data as datasets
-from robustmix.models import create_model
+from robustmix.device import resolve_device
 from robustmix.recipe import DataSection, ModelSection, Recipe, ScheduleSection
 from robustmix.store import ModelStore
-from robustmix.train import resolve_device, train_one
-from robustmix.variants import parse_variant, resolve_variant
+from robustmix.train import train_one
+from robustmix.variants import build_variant, parse_variant, resolve_variant
 
 
 def data_root(tmp: Path, n_images: int) -> Path:
@@ -66,8 +66,8 @@ def run_bare(recipe: Recipe, variant: str, params: dict, device, ds, epochs: int
     """The same training written by hand in plain PyTorch."""
     torch.manual_seed(0)
     info = ds.info
-    model = create_model(recipe.model.name, variant, num_classes=info.num_classes, in_chans=info.channels,
-                         mean=list(info.mean), std=list(info.std), variant_seed=0, variant_params=params).to(device)
+    model = build_variant(recipe.model.name, variant, num_classes=info.num_classes, in_chans=info.channels,
+                          mean=list(info.mean), std=list(info.std), variant_seed=0, variant_params=params).to(device)
     params_ = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params_, lr=recipe.optimizer.lr, weight_decay=recipe.optimizer.weight_decay)
     images, labels = ds.images[: recipe.data.train_subset], ds.labels[: recipe.data.train_subset]

@@ -40,13 +40,17 @@ from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
+from pyautoattack import AutoAttack as _AA
+from pyautoattack.square import SquareAttack
 from torch import Tensor, nn
 
 from robustmix.config import check_seed
+from robustmix.eps import check_eps
 from robustmix.errors import ConfigError, DataError
 from robustmix.schema import THREAT_MODELS
 
-__all__ = ["AttackResult", "Attack", "make_attack", "sweep", "check_precision", "ATTACK_NAMES", "PRECISIONS"]
+__all__ = ["AttackResult", "Attack", "list_attacks", "make_attack", "sweep", "check_precision", "ATTACK_NAMES",
+           "PRECISIONS"]
 
 ATTACK_NAMES = ("fgsm", "pgd", "autoattack", "square", "transfer", "torchattacks.<Name>")
 _AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
@@ -72,12 +76,7 @@ def _check_eps(eps, threat_model: str) -> float:
     if isinstance(eps, bool) or not isinstance(eps, (Real, Tensor)) or (
             isinstance(eps, Tensor) and eps.numel() != 1):
         raise ConfigError(f"eps must be a number, got {eps!r}; give e.g. 8/255")
-    eps = float(eps)
-    if not math.isfinite(eps) or eps < 0:
-        raise ConfigError(f"eps must be finite and >= 0, got {eps}; give e.g. 8/255")
-    if threat_model == "Linf" and eps > 1:
-        raise ConfigError(f"Linf eps {eps} > 1 exceeds the [0, 1] pixel range; give eps <= 1 (e.g. 8/255)")
-    return eps
+    return check_eps(float(eps), threat_model)
 
 
 def _check_seed(seed) -> None:
@@ -475,8 +474,6 @@ class AutoAttack(Attack):
             self._fab_memo = None
 
     def _perturb(self, model, x, y, eps, seed):
-        from pyautoattack import AutoAttack as _AA
-
         p, counted = self.params, _Counted(model)
         aa = _AA(counted, attacks=p["attacks"], device=x.device, eps=eps, norm=self.threat_model,
                  seed=seed, version=p["version"])
@@ -512,8 +509,6 @@ class Square(Attack):
         _choice(self.name, "loss", p["loss"], ("margin", "ce"))
 
     def _perturb(self, model, x, y, eps, seed):
-        from pyautoattack.square import SquareAttack
-
         p, counted = self.params, _Counted(model)
         # resc_schedule=True (pyautoattack's standalone default) rescales the p-schedule, tuned
         # for 10000 queries, to n_queries; AutoAttack switches it off at 5000 queries.
@@ -563,6 +558,8 @@ class TorchAttack(Attack):
     """
 
     def __init__(self, name: str, params: dict, threat_model: str, precision: str = "fp32"):
+        # Imported here, not at the top: torchattacks takes most of a second to import and only
+        # its adapter attacks (torchattacks.<Name>) need it.
         import torchattacks
 
         cls_name = name.split(".", 1)[1]
@@ -614,6 +611,11 @@ class TorchAttack(Attack):
 
 
 _ATTACKS = {"fgsm": FGSM, "pgd": PGD, "autoattack": AutoAttack, "square": Square, "transfer": Transfer}
+
+
+def list_attacks() -> list[str]:
+    """The registered attacks by name (``torchattacks.<Name>`` adapters come on top of these)."""
+    return list(_ATTACKS)
 
 
 def make_attack(name: str, params: dict | None, threat_model: str, precision: str = "fp32") -> Attack:

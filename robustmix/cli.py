@@ -10,9 +10,26 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
+import pandas as pd
+
+from . import data
+from .distributed import current_world, leaving_process_group
 from .errors import ConfigError, RobustmixError
+from .evaluate import run_eval, summary_text
+from .export import export_leaderboard, export_robustbench
+from .models import count_params, create_model, list_models
+from .paper.analysis import BANK_KINDS, analyse_spectrum
+from .paper.reproduce import reproduce_paper
+from .paper.unshuffle import (load_unshuffle_recipe, summarise, train_unshuffle, write_unshuffle_grid,
+                              write_unshuffle_report)
+from .recipe import load_recipe, recipe_task
+from .report import write_report
+from .spec import load_spec
+from .store import ModelStore, default_store_root
+from .train import summary_table, train_recipe
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,11 +60,6 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_train(args) -> int:
-    from .distributed import current_world, leaving_process_group
-    from .recipe import load_recipe, recipe_task
-    from .store import ModelStore, default_store_root
-    from .train import summary_table, train_recipe
-
     world = current_world()
     if recipe_task(args.recipe) == "unshuffle":
         ignored = [flag for flag, value in (("--variants", args.variants), ("--seeds", args.seeds),
@@ -60,8 +72,6 @@ def cmd_train(args) -> int:
         if world.distributed:
             raise ConfigError("unshuffle recipes train in one process; run `robustmix train RECIPE` "
                               "without torchrun")
-        from .unshuffle import cmd_unshuffle, load_unshuffle_recipe
-
         name = load_unshuffle_recipe(args.recipe).name
         args.out = str(Path(args.out or default_store_root()) / name)
         return cmd_unshuffle(args)
@@ -83,10 +93,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .distributed import leaving_process_group
-    from .evaluate import run_eval, summary_text
-    from .spec import load_spec
-
     spec = load_spec(args.spec, {"store": args.store, "seed": args.seed, "precision": args.precision})
     if args.n is not None:
         spec.data.n = args.n
@@ -115,23 +121,17 @@ def cmd_eval(args) -> int:
 
 
 def read_flags(results) -> list[str]:
-    import pandas as pd
-
     diag = pd.read_csv(f"{results}/diagnostics.csv")
     return [f"{r.model}: {r.flag} ({r.detail})" for r in diag.itertuples()]
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-
     index = write_report(args.results, args.out)
     print(f"report written to {index}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from .export import export_leaderboard, export_robustbench
-
     if not args.leaderboard and not args.robustbench:
         raise ConfigError("export: pass --leaderboard FILE.csv and/or --robustbench DIR")
     if args.leaderboard:
@@ -162,8 +162,6 @@ def _zoo_rows(store, pattern="*") -> tuple[list[dict], list[tuple[str, str]]]:
 
 
 def cmd_zoo(args) -> int:
-    from .store import ModelStore, default_store_root
-
     store = ModelStore(args.store or default_store_root())
     if args.zoo_cmd == "list":
         if not store.root.is_dir():
@@ -178,8 +176,6 @@ def cmd_zoo(args) -> int:
                                   "`robustmix zoo list` shows every name")
             print(f"no models in {store.root}; train some with `robustmix train zoo/RECIPE.toml`")
         elif rows:
-            import pandas as pd
-
             df = pd.DataFrame(rows).drop(columns=["variant_params", "created"])
             df["clean_acc"] = df["clean_acc"].map(lambda a: f"{a:.4f}")
             df["seconds"] = df["seconds"].map(lambda s: f"{s:.1f}")
@@ -198,8 +194,6 @@ def cmd_zoo(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import count_params, create_model, list_models
-
     names = list_models(args.pattern)
     if not names:
         raise ConfigError(f"no registered architecture matches {args.pattern!r}; `robustmix models` lists them all")
@@ -210,14 +204,46 @@ def cmd_models(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from . import data
-
     if args.data_cmd == "list":
         for name in data.list_datasets():
             print(name)
     else:
         path = data.prepare(args.name, args.root)
         print(f"{args.name} ready in {path}")
+    return 0
+
+
+def cmd_spectrum(args) -> int:
+    table, paths = analyse_spectrum(args.out, args.bank, args.model, args.layer, args.store, args.channels,
+                                    args.kernel_size, args.seed, args.n)
+    last = table.groupby("bank", sort=False).tail(1)
+    print(last[["bank", "n_filters", "coverage", "mean_magnitude", "high_freq_fraction"]]
+          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nwritten: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_unshuffle(args) -> int:
+    recipe = load_unshuffle_recipe(args.recipe, {"epochs": args.epochs})
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    results = train_unshuffle(recipe, out, device=args.device)
+    grid = write_unshuffle_grid(recipe, out)
+    paths = write_unshuffle_report(results, grid, out)
+    print(summarise(results).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\n{time.perf_counter() - t0:.0f}s; report in {paths[-1]}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    # The pipeline mixes one-process steps (un-shuffling, figures) with train and eval;
+    # under torchrun each rank would redo them. Scale out its train/eval steps instead.
+    if current_world().distributed:
+        raise ConfigError("reproduce runs in one process; under torchrun run its steps instead: "
+                          "`robustmix train zoo/RECIPE.toml` and `robustmix eval evals/SPEC.toml`")
+    index = reproduce_paper(args.out, store=args.store, results=args.results, device=args.device,
+                            quick=args.quick)
+    print(f"report in {index}")
     return 0
 
 
@@ -287,11 +313,41 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--root", help="data root (default ./data or $ROBUSTMIX_DATA)")
     d.set_defaults(fn=cmd_data)
 
-    from . import analysis, reproduce, unshuffle
+    a = sub.add_parser("analyze", help="analyses of filter banks (spectral envelope)")
+    asub = a.add_subparsers(dest="analyze_cmd", required=True)
+    s = asub.add_parser("spectrum", help="spectral-envelope coverage of generated and/or trained filter banks")
+    s.add_argument("--bank", action="append", metavar="KIND[:k=v,...]",
+                   help=f"generated bank (repeatable): {', '.join(BANK_KINDS)}, e.g. correlated:rho=0.9; "
+                        "default: the Figure 1/3 set when no --model is given")
+    s.add_argument("--model", action="append", metavar="NAME|DIR",
+                   help="trained model (repeatable): zoo name (robustmix zoo list) or checkpoint directory")
+    s.add_argument("--layer", help="SpatialMix layer of --model: index (default 0, the first) or 'all'")
+    s.add_argument("--store", help="zoo store directory (default zoo/store or $ROBUSTMIX_ZOO)")
+    s.add_argument("--channels", type=int, default=64, help="filters per generated bank (default 64)")
+    s.add_argument("--kernel-size", type=int, default=5, help="kernel size of generated banks (default 5)")
+    s.add_argument("--seed", type=int, default=0, help="variant seed of generated banks (default 0)")
+    s.add_argument("--n", type=int, default=32, help="DFT size (default 32)")
+    s.add_argument("--out", required=True, help="output directory for spectrum.csv/.png/.svg")
+    s.set_defaults(fn=cmd_spectrum)
 
-    analysis.add_cli(sub)
-    unshuffle.add_cli(sub)
-    reproduce.add_cli(sub)
+    u = sub.add_parser("unshuffle", help="train models that undo a fixed pixel shuffle; report PSNR")
+    u.add_argument("recipe", help="un-shuffle recipe TOML, e.g. zoo/fashion-mnist-unshuffle.toml")
+    u.add_argument("--out", required=True, help="output directory (models, results.csv, grid.png, index.html)")
+    u.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    u.add_argument("--device", help="auto | cpu | cuda[:N]")
+    u.set_defaults(fn=cmd_unshuffle)
+
+    rp = sub.add_parser("reproduce", help="reproduce the paper's claims end to end, with verdicts")
+    rsub = rp.add_subparsers(dest="reproduce_cmd", required=True)
+    s = rsub.add_parser("paper", help="train, evaluate, analyse; write OUT/index.html with one verdict per claim")
+    s.add_argument("--out", default="reports/paper", help="report directory (default reports/paper)")
+    s.add_argument("--store", help="zoo store (default zoo/store or $ROBUSTMIX_ZOO; zoo/store-quick with --quick)")
+    s.add_argument("--results", help="result store (default results/paper-cpu[-quick])")
+    s.add_argument("--device", help="auto | cpu | cuda[:N]")
+    s.add_argument("--quick", action="store_true",
+                   help="smoke test: a few hundred images, 1 epoch, tiny attacks (separate store)")
+    s.set_defaults(fn=cmd_reproduce)
+
     for leaf in _leaf_parsers(p):  # the innermost command's parser wins: it reports unknown options
         leaf.set_defaults(_parser=leaf)
     return p

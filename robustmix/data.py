@@ -24,8 +24,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import scipy.io
 import torch
+import torch.nn.functional as F
+import torchvision.datasets as tvd
 from torch.utils.data import Dataset, Subset
+from torchvision import transforms
 
 from robustmix.errors import DataError
 
@@ -75,7 +79,6 @@ class TensorImageDataset(Dataset):
 def _read_idx(spec: "_Spec", root: Path, split: str):
     # The torchvision class only checks that the decompressed files exist
     # (no MD5 when download=False), so Debian's repacked copies load fine.
-    import torchvision.datasets as tvd
     ds = getattr(tvd, spec.tv_class)(str(root), train=split == "train", download=False)
     return ds.data.unsqueeze(1), ds.targets
 
@@ -96,7 +99,6 @@ def _read_cifar(spec: "_Spec", root: Path, split: str):
 
 def _read_svhn(spec: "_Spec", root: Path, split: str):
     # Same reason as CIFAR: torchvision's SVHN insists on the official MD5.
-    import scipy.io
     mat = scipy.io.loadmat(str(root / spec.folder / spec.files[split][0]))
     images = np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1)), dtype=np.uint8)
     labels = mat["y"].astype(np.int64).reshape(-1)
@@ -237,7 +239,6 @@ def _folder_info(root: Path, size: tuple[int, int] | None) -> DatasetInfo:
 
 
 def _load_folder(root, split: str, size) -> Dataset:
-    from torchvision import datasets, transforms
     root = _folder_root(root)
     info = _folder_info(root, size)
     directory = _folder_dir(root, split)
@@ -248,7 +249,7 @@ def _load_folder(root, split: str, size) -> Dataset:
         transforms.ToTensor(),
     ])
     try:
-        ds = datasets.ImageFolder(str(directory), transform=transform)
+        ds = tvd.ImageFolder(str(directory), transform=transform)
     except (OSError, ValueError) as exc:  # no images / unreadable tree
         raise DataError(f"imagefolder at {directory} is unusable ({_one_line(exc)}); "
                         "expected ROOT/CLASS/*.png (or .jpg) files") from None
@@ -347,7 +348,6 @@ def prepare(name: str, root=None) -> Path:
 
 
 def _download(spec: _Spec, root: Path, split: str) -> None:
-    import torchvision.datasets as tvd
     kwargs = {"split": split} if spec.tv_class == "SVHN" else {"train": split == "train"}
     try:
         getattr(tvd, spec.tv_class)(str(root), download=True, **kwargs)
@@ -357,7 +357,6 @@ def _download(spec: _Spec, root: Path, split: str) -> None:
 
 
 def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    import torch.nn.functional as F
     out = torch.empty((images.shape[0], images.shape[1], *size), dtype=torch.uint8)
     for i in range(0, images.shape[0], 4096):  # bounded float memory
         chunk = F.interpolate(images[i:i + 4096].float(), size=size, mode="bilinear",

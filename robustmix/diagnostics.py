@@ -13,18 +13,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .attacks import make_attack
 from .schema import WORST_CASE
 
 ZERO_GRAD_FRACTION = 0.10    # more than this share of examples with an all-zero input gradient
 PROB_TOL = 1e-3
-BLACK_BOX = ("square", "transfer")
+BLACK_BOX = ("square", "transfer")  # attack kinds that use no gradient of the model
 
 
 def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                 was_training: bool, seed: int) -> list[tuple[str, str]]:
     """Run the model-level probes on a small batch; return (flag, detail) pairs."""
-    from .attacks import make_attack
-
     flags = []
     if was_training:
         flags.append(("train-mode", "model was in train mode when handed over; evaluated in eval mode"))

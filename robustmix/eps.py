@@ -1,7 +1,8 @@
 """Epsilon values: parsed once at the boundary, stored as floats.
 
 Specs and CLI flags may write eps as 0.0314, "0.0314" or "8/255"; everything
-downstream sees a float. ``format_eps`` gives the display form back.
+downstream sees a float. ``format_eps`` gives the display form back,
+``check_eps`` is the one validity rule and ``same_eps`` the one tolerance.
 """
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import re
 from fractions import Fraction
 
 from .errors import ConfigError
+
+# Two eps are the same when they differ by at most this (relative above 1): CSV round
+# trips differ in the last bits, and 1e-6 is far below the smallest step anyone
+# sweeps (1/255 ~ 0.004).
+EPS_TOL = 1e-6
 
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 
@@ -29,9 +35,7 @@ def parse_eps(value) -> float:
             if den == 0:
                 raise ConfigError(f"eps {text!r} divides by zero; write e.g. 8/255")
             eps /= den
-    if not math.isfinite(eps) or eps < 0:
-        raise ConfigError(f"eps {value!r} must be a finite number >= 0, e.g. 8/255")
-    return eps
+    return check_eps(eps, where=f"eps {value!r}")
 
 
 def format_eps(eps: float) -> str:
@@ -48,9 +52,16 @@ def format_eps(eps: float) -> str:
     return short
 
 
-def check_eps(eps: float, threat_model: str, where: str = "eps") -> float:
-    """Validate an already-parsed eps against its threat model."""
+def check_eps(eps: float, threat_model: str | None = None, where: str = "eps") -> float:
+    """Validate an already-parsed eps: finite, >= 0 and, for Linf, within the pixel range."""
+    if not math.isfinite(eps) or eps < 0:
+        raise ConfigError(f"{where} must be a finite number >= 0, e.g. 8/255")
     if threat_model == "Linf" and eps > 1:
         raise ConfigError(f"{where}: Linf eps {eps:g} > 1 exceeds the [0, 1] pixel range; "
                           f"write fractions of 1, e.g. 8/255")
     return eps
+
+
+def same_eps(a: float, b: float) -> bool:
+    """Whether two eps are one value up to EPS_TOL (relative for eps above 1)."""
+    return abs(a - b) <= EPS_TOL * max(1.0, abs(b))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import fnmatch
+import hashlib
 import sys
 import time
 from contextlib import contextmanager
@@ -33,17 +34,18 @@ from tqdm import tqdm
 
 from . import data as datasets
 from .attacks import AttackResult, make_attack, sweep
+from .device import resolve_device
 from .diagnostics import check_curves, probe_model
 from .distributed import init_world, rank_device
 from .eps import format_eps
 from .errors import ConfigError, DataError, RobustmixError
+from .external import build_external, check_external
 from .models.layers import SpatialMix, count_params
 from .provenance import code_version, device_description, package_versions, stable_hash
-from .results import ResultStore, aggregate
-from .schema import DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_VERSION, WORST_CASE
+from .results import ResultStore, RunInfo, aggregate
+from .schema import DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_VERSION, VARIANT_PARAMS, WORST_CASE
 from .spec import AttackSpec, EvalSpec, check_n
-from .store import ModelStore, default_store_root
-from .train import resolve_device
+from .store import ModelStore, default_store_root, sha256_file
 
 PROBE_EXAMPLES = 64
 
@@ -64,8 +66,6 @@ class Target:
 
 
 def _fingerprint(model: nn.Module) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
@@ -75,8 +75,6 @@ def _fingerprint(model: nn.Module) -> str:
 
 def resolve_targets(spec: EvalSpec, given: dict[str, nn.Module] | None = None) -> list[Target]:
     """Zoo names/patterns, then external models, then modules handed in by a caller."""
-    from .external import build_external, check_external
-
     store = ModelStore(spec.store or default_store_root())
     targets: list[Target] = []
     for pattern in spec.models:
@@ -96,7 +94,6 @@ def resolve_targets(spec: EvalSpec, given: dict[str, nn.Module] | None = None) -
         check_external(ext)  # a bad factory or weights path fails now, before the store exists
         ident = stable_hash(asdict(ext))
         if ext.weights:
-            from .store import sha256_file
             if Path(ext.weights).is_file():
                 ident = stable_hash([ident, sha256_file(Path(ext.weights))])
         targets.append(Target(name=ext.name, load=lambda e=ext: build_external(e), fingerprint=ident,
@@ -401,8 +398,9 @@ def _prefixed(log, prefix: str):
 def _model_row(target: Target, model: nn.Module, info) -> dict:
     total, trainable = count_params(model)
     meta = getattr(model, "checkpoint_meta", None) or {}
-    return {"model": target.name, "variant": target.variant, "variant_params": str(target.variant_params or ""),
-            "arch": target.arch, "dataset": target.dataset or info.name, "train_seed": target.train_seed,
+    params = target.variant_params or {}
+    return {"model": target.name, "variant": target.variant,
+            **{key: params.get(key, float("nan")) for key in VARIANT_PARAMS}, "arch": target.arch, "dataset": target.dataset or info.name, "train_seed": target.train_seed,
             "params": total, "trainable_params": trainable,
             "clean_acc": meta.get("metrics", {}).get("clean_acc", float("nan")), "source": target.source}
 
@@ -469,15 +467,12 @@ def finalize(spec, store, unit_keys, model_rows, probe_keys, dev, seconds, world
     wc = summary[summary["attack"] == WORST_CASE]
     diag += check_curves(wc.assign(attack_kind=WORST_CASE)) if len(wc) else []
     diagnostics = pd.DataFrame(diag, columns=list(DIAGNOSTIC_COLUMNS)).drop_duplicates(["model", "flag"])
-    run = {"spec": asdict(spec), "spec_hash": spec.spec_hash(), "eval_seed": spec.seed,
-           "eps_grid": spec.eps_grid, "n_examples": int(examples["index"].nunique()) if len(examples) else 0,
-           "nested": spec.nested, "code_version": code_version(), "packages": package_versions(),
-           "device": device_description(dev), "world_size": world_size,  # processes that shared the units
-           # Attack time summed over all units (also those done by earlier, resumed runs);
-           # wall_seconds is only this invocation, which skips finished units.
-           "seconds": float(examples.drop_duplicates(["unit", "eps"])["seconds"].sum()) if len(examples) else 0.0,
-           "wall_seconds": seconds,
-           "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    run = RunInfo(spec=asdict(spec), spec_hash=spec.spec_hash(), eval_seed=spec.seed, eps_grid=spec.eps_grid,
+                  n_examples=int(examples["index"].nunique()) if len(examples) else 0, nested=spec.nested,
+                  code_version=code_version(), packages=package_versions(), device=device_description(dev),
+                  world_size=world_size,
+                  seconds=float(examples.drop_duplicates(["unit", "eps"])["seconds"].sum()) if len(examples) else 0.0,
+                  wall_seconds=seconds, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     store.write_tables(summary, models, diagnostics, run)
     return summary
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from .eps import format_eps, parse_eps  # noqa: F401  (re-exported for callers)
+from .eps import format_eps, parse_eps, same_eps
 from .errors import ConfigError, StoreError
-from .fileio import atomic_path, umask
+from .fileio import atomic_path, model_slug, temp_dir_next_to
+from .results import load_results, model_flags
 from .schema import WORST_CASE
 
 LEADERBOARD_COLUMNS = (
@@ -34,16 +33,13 @@ ROBUSTBENCH_FIELDS = (
     "footnote",
 )
 
-EPS_TOL = 1e-6  # eps from CSV round trips differ in the last bits; 1e-6 is << 1/255
-
-
 def _pct(x) -> str | None:
     return None if x is None or pd.isna(x) else f"{100 * float(x):.2f}"
 
 
 def _match_eps(available: list[float], eps: float) -> float | None:
     for e in available:
-        if abs(e - eps) <= EPS_TOL * max(1.0, abs(eps)):
+        if same_eps(e, eps):
             return e
     return None
 
@@ -86,17 +82,14 @@ def _eps_list(d: pd.DataFrame) -> str:
 
 
 def leaderboard_frame(results, threat_model=None, eps=None) -> pd.DataFrame:
-    from .report import model_flags
-
     tm, eps = select_cell(results, threat_model, eps)
     s = results.summary
-    cell = s[(s["threat_model"] == tm) & ((s["eps"] - eps).abs() <= EPS_TOL * max(1.0, eps))]
+    cell = s[(s["threat_model"] == tm) & s["eps"].map(lambda e: same_eps(e, eps))]
     by_attack = cell.pivot_table(index="model", columns="attack", values="robust_acc",
                                  aggfunc="first")
     wc = cell[cell["attack"] == WORST_CASE].set_index("model")
     models = results.models.set_index("model")
     flags = model_flags(results)
-    run = results.run
     date = results.date
     rows = []
     for model in results.model_names:
@@ -125,7 +118,7 @@ def leaderboard_frame(results, threat_model=None, eps=None) -> pd.DataFrame:
             "trainable_params": pick("trainable_params"), "train_seed": pick("train_seed"),
             "eval_seed": pick("eval_seed", model_first=False),
             "flags": ";".join(flags.get(model, [])),
-            "code_version": pick("code_version", model_first=False) or run.get("code_version"),
+            "code_version": pick("code_version", model_first=False) or results.run.code_version,
             "date": date,
         })
     df = pd.DataFrame(rows)
@@ -148,8 +141,6 @@ def export_leaderboard(results_dir, out_csv, threat_model=None, eps=None) -> pd.
     evaluated for every model. ``eps`` may be a float or a string ("8/255").
     Models lacking that cell keep a row with empty robust_acc and rank.
     """
-    from .report import load_results
-
     results = load_results(results_dir)
     df = leaderboard_frame(results, threat_model, eps)
     out_csv = Path(out_csv)
@@ -157,12 +148,11 @@ def export_leaderboard(results_dir, out_csv, threat_model=None, eps=None) -> pd.
     return df
 
 
-def robustbench_entries(results, threat_model, eps) -> dict[str, dict]:
-    from .report import model_flags
-
+def robustbench_entries(results, threat_model, eps, meta: dict | None = None) -> dict[str, dict]:
+    """RobustBench model_info entries; ``meta`` fills the fields a result store does not know
+    (link, authors, venue, additional_data, number_forward_passes)."""
     board = leaderboard_frame(results, threat_model, eps)
-    run = results.run
-    meta = run.get("robustbench", {}) if isinstance(run.get("robustbench"), dict) else {}
+    meta = meta or {}
     flags = model_flags(results)
     entries = {}
     for row in board.itertuples(index=False):
@@ -209,43 +199,26 @@ def export_robustbench(results_dir, out_dir, threat_model, eps) -> list[Path]:
     the model. Files are written in a temporary directory next to out_dir and
     moved in, each with an atomic replace.
     """
-    from .report import load_results
-    from .spectrum import model_slug
-
     results = load_results(results_dir)
     entries = robustbench_entries(results, threat_model, eps)
     out_dir = Path(out_dir)
-    tmp = _tmp_dir_next_to(out_dir)
     try:
-        names = []
-        for model, entry in entries.items():
-            name = f"{model_slug(model)}.json"
-            (tmp / name).write_text(json.dumps(entry, indent=2, ensure_ascii=False) + "\n",
-                                    encoding="utf-8")
-            names.append(name)
-        if not out_dir.exists():
-            os.rename(tmp, out_dir)
-        else:
-            for name in names:
-                os.replace(tmp / name, out_dir / name)
+        with temp_dir_next_to(out_dir) as tmp:
+            names = []
+            for model, entry in entries.items():
+                name = f"{model_slug(model)}.json"
+                (tmp / name).write_text(json.dumps(entry, indent=2, ensure_ascii=False) + "\n",
+                                        encoding="utf-8")
+                names.append(name)
+            if not out_dir.exists():
+                os.rename(tmp, out_dir)
+            else:  # files of other models already there stay
+                for name in names:
+                    os.replace(tmp / name, out_dir / name)
     except OSError as exc:
         raise StoreError(f"cannot write RobustBench JSON to {out_dir}: {exc.strerror or exc}; "
-                         "pass a writable directory") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return [out_dir / n for n in names]
-
-
-def _tmp_dir_next_to(target: Path) -> Path:
-    """A fresh temp dir in target's parent (same filesystem, so rename is atomic)."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700; exports are meant to be shared
-        return tmp
-    except OSError as exc:
-        raise StoreError(f"cannot write to {target}: {exc.strerror or exc} at {target.parent}; "
                          "pass a path in a writable directory") from None
+    return [out_dir / n for n in names]
 
 
 def _atomic_write(path: Path, write, newline=None) -> None:

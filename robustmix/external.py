@@ -10,6 +10,7 @@ import sys
 import types
 from pathlib import Path
 
+import pyautoattack
 import torch
 import torch.nn as nn
 
@@ -47,8 +48,6 @@ def import_robustbench():
     pyautoattack is the same code packaged under another name, so alias it.
     """
     if "autoattack" not in sys.modules:
-        import pyautoattack
-
         sys.modules["autoattack"] = pyautoattack
         state = getattr(pyautoattack, "state", None)
         if state is None:
@@ -57,13 +56,15 @@ def import_robustbench():
             except ImportError:
                 state = types.ModuleType("autoattack.state")
         sys.modules["autoattack.state"] = state
+    # Imported here, after the alias, and only for robustbench models: robustbench needs
+    # `autoattack` in sys.modules before it loads, and takes seconds to import.
     import robustbench  # noqa: F401
 
     return robustbench
 
 
 def _robustbench_model(name: str, dataset: str, threat_model: str, weights: str | None) -> nn.Module:
-    import_robustbench()
+    import_robustbench()  # robustbench's modules load only after its `autoattack` alias exists
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 

@@ -230,8 +230,6 @@ def _mosaic(bank: np.ndarray) -> np.ndarray:
 
 
 def _cmap(name: str):
-    import matplotlib
-
     return matplotlib.colormaps[name].with_extremes(bad="white")  # NaN gutters show white
 
 

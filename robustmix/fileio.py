@@ -1,11 +1,34 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half."""
+"""File names and atomic writes: a reader sees the old file (or directory) or the new one, never half."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+def model_slug(name: str) -> str:
+    """Filesystem-safe, deterministic id of a model name (used for banks/<slug>.npy).
+
+    Names that are already safe (letters, digits, ``._-``, at most 80 chars,
+    not starting with a dot) are kept unchanged so file names stay readable.
+    Any other name is reduced to its safe characters plus 8 hex digits of its
+    SHA-1: two names that sanitise alike (``a b`` / ``a/b``) still get
+    different files, and the same name always maps to the same file.
+    """
+    name = str(name)
+    if _SAFE.match(name):
+        return name
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:60] or "model"
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    return f"{base}-{digest}"
 
 
 def umask() -> int:
@@ -40,3 +63,43 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextmanager
+def temp_dir_next_to(target: str | Path):
+    """A fresh directory beside ``target`` (same filesystem, so a rename is atomic), removed on exit."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700; reports and exports are meant to be shared
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put directory ``new`` at ``target``; on failure the previous ``target`` stays in place."""
+    old = None
+    try:
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.rename(target, old / "previous")
+        os.rename(new, target)
+    except OSError:
+        if old is not None and (old / "previous").exists():  # put the previous directory back
+            os.rename(old / "previous", target)
+        raise
+    finally:
+        # Holds the replaced directory after success, nothing after a put-back; never the only copy.
+        if old is not None and target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_dir(target: str | Path):
+    """Yield an empty directory to fill; on success it replaces ``target`` whole, on error nothing changes."""
+    target = Path(target)
+    with temp_dir_next_to(target) as tmp:
+        yield tmp
+        replace_dir(tmp, target)

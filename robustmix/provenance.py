@@ -9,6 +9,10 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
+from .version import __version__
+
 PACKAGES = ("torch", "torchvision", "torchattacks", "pyautoattack", "robustbench",
             "numpy", "pandas", "safetensors")
 
@@ -16,8 +20,6 @@ PACKAGES = ("torch", "torchvision", "torchattacks", "pyautoattack", "robustbench
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """Package version plus git commit (and '+dirty') when run from a checkout."""
-    from . import __version__
-
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
@@ -41,8 +43,6 @@ def package_versions() -> dict[str, str]:
 
 
 def device_description(device) -> str:
-    import torch
-
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"

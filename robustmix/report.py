@@ -7,190 +7,34 @@
     out_dir/data/               copies of summary.csv/.parquet, models.csv, diagnostics.csv, run.json
 
 Everything is built in a temporary directory next to out_dir and renamed
-into place, so an error leaves no half-written report. Every name from the
+into place (``fileio.atomic_dir``), so an error leaves no half-written report. Every name from the
 store goes through html.escape.
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import html
 import json
 import math
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import figures
 from . import schema
+from .eps import format_eps
 from .errors import StoreError
-from .export import EPS_TOL, format_eps
-from .fileio import umask
+from .fileio import atomic_dir, model_slug
+from .page import esc, html_page
+from .paper.spectrum import envelope_coverage, spectral_envelope
+from .results import Results, load_results, model_flags
 from .schema import WORST_CASE
-from .spectrum import model_slug
 
-# Columns the report and export cannot do without; the others of
-# schema.SUMMARY_COLUMNS are shown when present.
-REQUIRED_SUMMARY = ("model", "variant", "arch", "dataset", "threat_model", "attack", "eps",
-                    "robust_acc")
 MARKER = ".robustmix-report"  # marks out_dir as ours, so a re-run may replace it
 
 
-@dataclasses.dataclass
-class Results:
-    root: Path
-    summary: pd.DataFrame        # SUMMARY_COLUMNS, plus derived worst-case rows if absent
-    models: pd.DataFrame         # MODEL_COLUMNS (may be empty)
-    diagnostics: pd.DataFrame    # DIAGNOSTIC_COLUMNS (may be empty)
-    run: dict
-    model_names: list[str]       # in store order
-    eps_labels: dict             # (threat_model, eps) -> display label
-    date: str | None             # when the run finished (run.json, else summary mtime)
-
-
-def _store_error(msg: str) -> StoreError:
-    return StoreError(msg)
-
-
-def _read_table(path: Path, what: str) -> pd.DataFrame:
-    try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except Exception as exc:  # pyarrow/pandas raise many types for a corrupt file
-        raise _store_error(f"cannot read {what} {path}: {type(exc).__name__}; "
-                           "re-run `robustmix eval` to rebuild the result store") from None
-
-
-def load_results(results_dir) -> Results:
-    """Read and validate a result store; every problem is a one-line StoreError."""
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise _store_error(f"results dir {root} does not exist or is not a directory; "
-                           "pass the directory written by `robustmix eval`")
-    if not any(root.iterdir()):
-        raise _store_error(f"results dir {root} is empty; run `robustmix eval` into it first")
-    marker = root / "store.json"
-    if not marker.is_file():
-        raise _store_error(f"{root} has no store.json, so it is not a robustmix result store; "
-                           "pass the directory written by `robustmix eval`")
-    try:
-        meta = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise _store_error(f"{marker} is not valid JSON; re-run `robustmix eval` to rewrite it") from None
-    if not isinstance(meta, dict) or meta.get("format") != schema.STORE_FORMAT:
-        raise _store_error(f"{marker} does not mark a robustmix result store; "
-                           "pass the directory written by `robustmix eval`")
-    version = meta.get("version")
-    if not isinstance(version, int) or version > schema.STORE_VERSION:
-        raise _store_error(f"{root} has store version {version!r}, newer than this robustmix "
-                           f"reads ({schema.STORE_VERSION}); upgrade robustmix")
-
-    path = root / "summary.parquet"
-    if not path.is_file():
-        path = root / "summary.csv"
-    if not path.is_file():
-        raise _store_error(f"{root} has no summary.parquet or summary.csv; "
-                           "re-run `robustmix eval` to finish the store")
-    summary = _read_table(path, "summary")
-    missing = [c for c in REQUIRED_SUMMARY if c not in summary.columns]
-    if missing:
-        raise _store_error(f"{path} lacks column(s) {', '.join(missing)}; "
-                           "re-run `robustmix eval` with this robustmix version to rebuild it")
-    if summary.empty:
-        raise _store_error(f"{path} has no rows; run `robustmix eval` to completion first")
-    summary = _normalise_summary(summary)
-
-    models = _optional_table(root / "models.csv", schema.MODEL_COLUMNS)
-    diagnostics = _optional_table(root / "diagnostics.csv", schema.DIAGNOSTIC_COLUMNS)
-    run = {}
-    if (root / "run.json").is_file():
-        try:
-            run = json.loads((root / "run.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise _store_error(f"{root / 'run.json'} is not valid JSON; "
-                               "re-run `robustmix eval` to rewrite it") from None
-        run = run if isinstance(run, dict) else {"run": run}
-
-    names = list(dict.fromkeys(list(summary["model"]) + list(models.get("model", []))))
-    labels = {(t, e): lab for t, e, lab in
-              summary[["threat_model", "eps", "eps_label"]].drop_duplicates().itertuples(index=False)}
-    date = next((str(run[k]) for k in ("date", "finished", "finished_at", "end", "started")
-                 if run.get(k)), None)
-    if date is None:
-        date = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat(
-            timespec="seconds")
-    return Results(root, summary, models, diagnostics, run, names, labels, date)
-
-
-def _optional_table(path: Path, columns) -> pd.DataFrame:
-    if not path.is_file():
-        return pd.DataFrame(columns=list(columns))
-    df = _read_table(path, path.stem)
-    if df.empty:
-        return pd.DataFrame(columns=list(columns))
-    if "model" not in df.columns:
-        raise _store_error(f"{path} lacks column model; re-run `robustmix eval` to rebuild it")
-    df["model"] = df["model"].astype(str)
-    return df
-
-
-def _normalise_summary(s: pd.DataFrame) -> pd.DataFrame:
-    s = s.copy()
-    for col in ("model", "variant", "arch", "dataset", "threat_model", "attack"):
-        s[col] = s[col].astype(str)
-    s["eps"] = pd.to_numeric(s["eps"], errors="coerce")
-    s["robust_acc"] = pd.to_numeric(s["robust_acc"], errors="coerce")
-    if s["eps"].isna().any():
-        raise _store_error("summary has non-numeric eps values; re-run `robustmix eval` to rebuild it")
-    # Snap eps values that differ only by CSV rounding onto one value per threat model.
-    for tm, idx in s.groupby("threat_model").groups.items():
-        vals = np.sort(s.loc[idx, "eps"].unique())
-        canon = {}
-        for v in vals:
-            prev = next((c for c in canon.values() if abs(c - v) <= EPS_TOL * max(1.0, v)), None)
-            canon[v] = v if prev is None else prev
-        s.loc[idx, "eps"] = s.loc[idx, "eps"].map(canon)
-    for col in ("ci_low", "ci_high", "clean_acc", "n", "n_robust", "eval_seed", "train_seed",
-                "code_version"):
-        if col not in s.columns:
-            s[col] = np.nan
-    if "eps_label" not in s.columns:
-        s["eps_label"] = None
-    s["eps_label"] = [lab if isinstance(lab, str) and lab else format_eps(e)
-                      for lab, e in zip(s["eps_label"], s["eps"])]
-    # Worst case = per-eps minimum over attacks; derive rows the store lacks.
-    have = set(map(tuple, s.loc[s["attack"] == WORST_CASE, ["model", "threat_model", "eps"]]
-                   .itertuples(index=False)))
-    att = s[s["attack"] != WORST_CASE].dropna(subset=["robust_acc"])
-    if len(att):
-        mins = att.loc[att.groupby(["model", "threat_model", "eps"])["robust_acc"].idxmin()]
-        add = mins[[(m, t, e) not in have for m, t, e in
-                    mins[["model", "threat_model", "eps"]].itertuples(index=False)]].copy()
-        if len(add):
-            add["attack"] = WORST_CASE
-            s = pd.concat([s, add], ignore_index=True)
-    return s
-
-
 # ----------------------------------------------------------------------------- analysis
-
-def model_flags(results: Results) -> dict[str, list[str]]:
-    d = results.diagnostics
-    if d.empty or "flag" not in d.columns:
-        return {}
-    out: dict[str, list[str]] = {}
-    for model, flag in d[["model", "flag"]].dropna().itertuples(index=False):
-        out.setdefault(str(model), [])
-        if str(flag) not in out[str(model)]:
-            out[str(model)].append(str(flag))
-    return out
-
 
 def missing_cells(summary: pd.DataFrame) -> pd.DataFrame:
     """(model, threat_model, attack, eps) cells other models have but this one lacks.
@@ -275,11 +119,6 @@ def headline(results: Results) -> str:
 
 # ----------------------------------------------------------------------------- HTML helpers
 
-def esc(x) -> str:
-    return html.escape("" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x),
-                       quote=True)
-
-
 def _pct(x) -> str:
     return "—" if x is None or pd.isna(x) else f"{100 * float(x):.1f}%"
 
@@ -350,47 +189,16 @@ def write_report(results_dir, out_dir) -> Path:
         raise StoreError(f"{out} exists and is not a robustmix report; "
                          "pass a new or empty directory so nothing of yours is replaced")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700; the report should be shareable
+        with atomic_dir(out) as tmp:
+            _build(results, tmp)
+            (tmp / MARKER).write_text("robustmix report\n")
     except OSError as exc:
         raise StoreError(f"cannot write the report to {out}: {exc.strerror or exc}; "
                          "pass a directory path whose parent is a writable directory") from None
-    try:
-        _build(results, tmp)
-        (tmp / MARKER).write_text("robustmix report\n")
-        _move_into_place(tmp, out)
-    except OSError as exc:
-        raise StoreError(f"cannot write the report to {out}: {exc.strerror or exc}; "
-                         "pass a writable directory") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out / "index.html"
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by ``tmp``; on failure the previous report stays at ``out``."""
-    old = None
-    try:
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, old / "report")
-        os.rename(tmp, out)
-    except OSError:
-        if old is not None and (old / "report").exists():  # put the previous report back
-            os.rename(old / "report", out)
-        raise
-    finally:
-        # Holds the replaced report after success, nothing after a put-back; never the only copy.
-        if old is not None and out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def _build(results: Results, base: Path) -> None:
-    from . import figures  # matplotlib/seaborn only when a report is written
-
-    from .spectrum import envelope_coverage, spectral_envelope
-
     fig_dir = base / "figures"
     data_dir = base / "data"
     fig_dir.mkdir()
@@ -448,16 +256,11 @@ def _build(results: Results, base: Path) -> None:
     parts.append(_provenance_html(results, data_dir, base))
     body = "\n".join(parts)
     title = f"robustmix report — {', '.join(sorted(s['dataset'].unique()))}"
-    doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-           f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-           f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n"
-           f"<script>{IMAGE_CHECK_JS}</script>\n</body></html>\n")
-    (base / "index.html").write_text(doc, encoding="utf-8")
+    (base / "index.html").write_text(html_page(title, body, CSS, IMAGE_CHECK_JS), encoding="utf-8")
 
 
 def _summary_html(results: Results, partial: set, flags: dict) -> str:
     s = results.summary
-    run = results.run
     att = sorted(a for a in s["attack"].unique() if a != WORST_CASE)
     eps_desc = "; ".join(
         f"{esc(tm)}: " + ", ".join(esc(lab) for lab in
@@ -472,8 +275,7 @@ def _summary_html(results: Results, partial: set, flags: dict) -> str:
         ("Attacks", ", ".join(att) + f" (+ {WORST_CASE}: per-eps minimum over them)"),
         ("Threat models / eps", None),
         ("Examples (n)", ", ".join(map(str, ns)) or "—"),
-        ("Seeds", f"eval {', '.join(eval_seeds) or '—'}; train {', '.join(train_seeds) or '—'}"
-                  + (f"; run.json: {json.dumps(run['seeds'])}" if "seeds" in run else "")),
+        ("Seeds", f"eval {', '.join(eval_seeds) or '—'}; train {', '.join(train_seeds) or '—'}"),
     ]
     items = "".join(f"<dt>{esc(k)}</dt><dd>{eps_desc if v is None else esc(v)}</dd>"
                     for k, v in rows)
@@ -578,17 +380,11 @@ def _provenance_html(results: Results, data_dir: Path, base: Path) -> str:
         uri = (root / "examples").resolve().as_uri()
         links.append(f'<li>per-example rows: {len(ex)} parquet file(s) in <a href="{esc(uri)}">'
                      f"{esc(root / 'examples')}</a> (not copied: they can be large)</li>")
-    run = results.run
-    rows = []
-    for key in ("spec", "seeds", "code_version", "versions", "device", "seconds", "started",
-                "finished", "date"):
-        if key in run:
-            rows.append((key, run[key]))
-    rows += [(k, v) for k, v in run.items() if k not in dict(rows)]
+    # run.json's fields in the order RunInfo declares them.
     items = "".join(
-        f"<dt>{esc(k)}</dt><dd>{_fmt_value(k, v)}</dd>" for k, v in rows)
+        f"<dt>{esc(k)}</dt><dd>{_fmt_value(k, v)}</dd>" for k, v in dataclasses.asdict(results.run).items())
     return (f'<h2 id="provenance">Provenance</h2><p>Results directory: <code>{esc(root.resolve())}'
-            f"</code></p><dl class='kv'>{items or '<dt>run.json</dt><dd>absent</dd>'}</dl>"
+            f"</code></p><dl class='kv'>{items}</dl>"
             f"<h3>Data files</h3><ul>{''.join(links)}</ul>")
 
 
@@ -597,7 +393,7 @@ def _tm_key(tm: str) -> tuple:
 
 
 def _fmt_value(key: str, v) -> str:
-    if key == "seconds" and isinstance(v, (int, float)):
+    if key in ("seconds", "wall_seconds") and isinstance(v, (int, float)):
         return esc(f"{v:,.0f} s ({v / 3600:.2f} h)" if v >= 3600 else f"{v:,.1f} s")
     if isinstance(v, (dict, list)):
         return f"<pre>{esc(json.dumps(v, indent=2, default=str))}</pre>"

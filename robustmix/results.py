@@ -9,12 +9,18 @@ identical bytes under one name, so there are never duplicates. Aggregates
 (summary, models, diagnostics, run.json) are rebuilt from the units under a
 file lock. See ``schema.py`` for the layout.
 
+This module is the one reader and writer of the store: ``load_results``
+reads what ``ResultStore`` wrote (report, export and the paper's verdicts go
+through it), and ``run.json`` is the ``RunInfo`` dataclass, written and read
+here only.
+
 The same holds for the processes of one sharded eval (``torchrun``): each
 writes its own units, temporary files have unique names (also across
 hosts), and only rank 0 writes the aggregates, after all ranks are done.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -24,11 +30,11 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
+from .eps import format_eps, same_eps
 from .errors import StoreError
-from .fileio import atomic_path, write_json_atomic, write_text_atomic
+from .fileio import atomic_path, model_slug, write_json_atomic, write_text_atomic
 from .schema import (DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_FORMAT, STORE_VERSION, SUMMARY_COLUMNS,
-                     WORST_CASE)
-from .spectrum import model_slug
+                     VARIANT_PARAMS, WORST_CASE)
 
 Z95 = 1.959963984540054
 
@@ -42,6 +48,34 @@ def wilson_interval(k: np.ndarray, n: np.ndarray, z: float = Z95) -> tuple[np.nd
         centre = (p + z * z / (2 * n)) / denom
         half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """``run.json``: what produced a store's aggregates, rebuilt with them by every eval."""
+    spec: dict              # the EvalSpec as run (asdict)
+    spec_hash: str
+    eval_seed: int
+    eps_grid: dict          # threat model -> eps floats
+    n_examples: int         # distinct examples across all units
+    nested: bool
+    code_version: str
+    packages: dict          # package -> version
+    device: str
+    world_size: int         # processes that shared the units
+    # Attack time summed over all units (also those done by earlier, resumed runs);
+    # wall_seconds is only the invocation that wrote this file, which skips finished units.
+    seconds: float
+    wall_seconds: float
+    finished: str           # ISO 8601, UTC
+
+    @classmethod
+    def from_json(cls, obj, path: Path) -> "RunInfo":
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(obj, dict) or set(obj) != set(names):
+            raise StoreError(f"{path} does not hold this robustmix's run.json fields; "
+                             "re-run `robustmix eval` into a fresh --results DIR")
+        return cls(**obj)
 
 
 class ResultStore:
@@ -100,8 +134,12 @@ class ResultStore:
         if info.get("format") != STORE_FORMAT:
             raise StoreError(f"{self.root} is not a robustmix result store (format {info.get('format')!r}); "
                              f"pass another --results DIR")
-        if info.get("version") != STORE_VERSION:
-            raise StoreError(f"{self.root} was written by store version {info.get('version')}, this robustmix "
+        version = info.get("version")
+        if isinstance(version, int) and version < STORE_VERSION:
+            raise StoreError(f"{self.root} was written by store version {version}, older than the version {STORE_VERSION} "
+                             f"this robustmix reads; re-run `robustmix eval` into a fresh --results DIR")
+        if version != STORE_VERSION:
+            raise StoreError(f"{self.root} was written by store version {version}, this robustmix "
                              f"reads {STORE_VERSION}; use a new --results DIR or the robustmix version that wrote it")
 
     def lock(self) -> FileLock:
@@ -145,14 +183,14 @@ class ResultStore:
 
     # --- aggregates --------------------------------------------------------
     def write_tables(self, summary: pd.DataFrame, models: pd.DataFrame, diagnostics: pd.DataFrame,
-                     run: dict) -> None:
+                     run: "RunInfo") -> None:
         with self.lock():
             with atomic_path(self.root / "summary.parquet") as tmp:
                 summary.to_parquet(tmp, index=False)
             write_text_atomic(self.root / "summary.csv", summary.to_csv(index=False))
             write_text_atomic(self.root / "models.csv", models.to_csv(index=False))
             write_text_atomic(self.root / "diagnostics.csv", diagnostics.to_csv(index=False))
-            write_json_atomic(self.root / "run.json", run)
+            write_json_atomic(self.root / "run.json", dataclasses.asdict(run))
 
 
 def aggregate(examples: pd.DataFrame, models: pd.DataFrame, context: dict) -> pd.DataFrame:
@@ -193,7 +231,7 @@ def aggregate(examples: pd.DataFrame, models: pd.DataFrame, context: dict) -> pd
     agg["ci_low"], agg["ci_high"] = wilson_interval(agg["n_robust"].to_numpy(), agg["n"].to_numpy())
     agg["clean_acc"] = agg["n_clean"] / agg["n"]
     agg = agg.rename(columns={"passes": "fwd_bwd_passes"}).drop(columns=["n_clean"])
-    meta = models.set_index("model")[["variant", "arch", "dataset", "train_seed"]]
+    meta = models.set_index("model")[["variant", *VARIANT_PARAMS, "arch", "dataset", "train_seed"]]
     agg = agg.join(meta, on="model")
     for key, value in context.items():
         agg[key] = value
@@ -204,9 +242,151 @@ def aggregate(examples: pd.DataFrame, models: pd.DataFrame, context: dict) -> pd
     return agg[cols].reset_index(drop=True)
 
 
+# --- reading: the one reader of a store, for report, export and verdicts -----
+
+# Columns the report and export cannot do without; the others of
+# schema.SUMMARY_COLUMNS are shown when present.
+REQUIRED_SUMMARY = ("model", "variant", "arch", "dataset", "threat_model", "attack", "eps",
+                    "robust_acc")
+
+
+@dataclasses.dataclass
+class Results:
+    root: Path
+    summary: pd.DataFrame        # SUMMARY_COLUMNS, plus derived worst-case rows if absent
+    models: pd.DataFrame         # MODEL_COLUMNS (may be empty)
+    diagnostics: pd.DataFrame    # DIAGNOSTIC_COLUMNS (may be empty)
+    run: RunInfo
+    model_names: list[str]       # in store order
+    eps_labels: dict             # (threat_model, eps) -> display label
+
+    @property
+    def date(self) -> str:
+        """When the eval that wrote the aggregates finished."""
+        return self.run.finished
+
+
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except Exception as exc:  # pyarrow/pandas raise many types for a corrupt file
+        raise StoreError(f"cannot read {what} {path}: {type(exc).__name__}; "
+                         "re-run `robustmix eval` to rebuild the result store") from None
+
+
+def load_results(results_dir) -> Results:
+    """Read and validate a result store; every problem is a one-line StoreError."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise StoreError(f"results dir {root} does not exist or is not a directory; "
+                         "pass the directory written by `robustmix eval`")
+    if not any(root.iterdir()):
+        raise StoreError(f"results dir {root} is empty; run `robustmix eval` into it first")
+    if not (root / "store.json").is_file():
+        raise StoreError(f"{root} has no store.json, so it is not a robustmix result store; "
+                         "pass the directory written by `robustmix eval`")
+    ResultStore(root).check_marker()  # the one version rule, shared with eval
+
+    path = root / "summary.parquet"
+    if not path.is_file():
+        path = root / "summary.csv"
+    if not path.is_file():
+        raise StoreError(f"{root} has no summary.parquet or summary.csv; "
+                         "re-run `robustmix eval` to finish the store")
+    summary = _read_table(path, "summary")
+    missing = [c for c in REQUIRED_SUMMARY if c not in summary.columns]
+    if missing:
+        raise StoreError(f"{path} lacks column(s) {', '.join(missing)}; "
+                         "re-run `robustmix eval` with this robustmix version to rebuild it")
+    if summary.empty:
+        raise StoreError(f"{path} has no rows; run `robustmix eval` to completion first")
+    summary = _normalise_summary(summary)
+
+    models = _optional_table(root / "models.csv", MODEL_COLUMNS)
+    diagnostics = _optional_table(root / "diagnostics.csv", DIAGNOSTIC_COLUMNS)
+    run_path = root / "run.json"
+    try:
+        run = RunInfo.from_json(json.loads(run_path.read_text(encoding="utf-8")), run_path)
+    except (OSError, ValueError):
+        raise StoreError(f"{run_path} is missing or not valid JSON; "
+                         "re-run `robustmix eval` to rewrite it") from None
+
+    names = list(dict.fromkeys(list(summary["model"]) + list(models.get("model", []))))
+    labels = {(t, e): lab for t, e, lab in
+              summary[["threat_model", "eps", "eps_label"]].drop_duplicates().itertuples(index=False)}
+    return Results(root, summary, models, diagnostics, run, names, labels)
+
+
+def _optional_table(path: Path, columns) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame(columns=list(columns))
+    df = _read_table(path, path.stem)
+    if df.empty:
+        return pd.DataFrame(columns=list(columns))
+    if "model" not in df.columns:
+        raise StoreError(f"{path} lacks column model; re-run `robustmix eval` to rebuild it")
+    df["model"] = df["model"].astype(str)
+    return df
+
+
+def _normalise_summary(s: pd.DataFrame) -> pd.DataFrame:
+    s = s.copy()
+    for col in ("model", "variant", "arch", "dataset", "threat_model", "attack"):
+        s[col] = s[col].astype(str)
+    s["eps"] = pd.to_numeric(s["eps"], errors="coerce")
+    s["robust_acc"] = pd.to_numeric(s["robust_acc"], errors="coerce")
+    if s["eps"].isna().any():
+        raise StoreError("summary has non-numeric eps values; re-run `robustmix eval` to rebuild it")
+    # Snap eps values that differ only by CSV rounding onto one value per threat model.
+    for tm, idx in s.groupby("threat_model").groups.items():
+        vals = np.sort(s.loc[idx, "eps"].unique())
+        canon = {}
+        for v in vals:
+            prev = next((c for c in canon.values() if same_eps(c, v)), None)
+            canon[v] = v if prev is None else prev
+        s.loc[idx, "eps"] = s.loc[idx, "eps"].map(canon)
+    for col in ("ci_low", "ci_high", "clean_acc", "n", "n_robust", "eval_seed", "train_seed",
+                "code_version", *VARIANT_PARAMS):
+        if col not in s.columns:
+            s[col] = np.nan
+    if "eps_label" not in s.columns:
+        s["eps_label"] = None
+    s["eps_label"] = [lab if isinstance(lab, str) and lab else format_eps(e)
+                      for lab, e in zip(s["eps_label"], s["eps"])]
+    # Worst case = per-eps minimum over attacks; derive rows the store lacks.
+    have = set(map(tuple, s.loc[s["attack"] == WORST_CASE, ["model", "threat_model", "eps"]]
+                   .itertuples(index=False)))
+    att = s[s["attack"] != WORST_CASE].dropna(subset=["robust_acc"])
+    if len(att):
+        mins = att.loc[att.groupby(["model", "threat_model", "eps"])["robust_acc"].idxmin()]
+        add = mins[[(m, t, e) not in have for m, t, e in
+                    mins[["model", "threat_model", "eps"]].itertuples(index=False)]].copy()
+        if len(add):
+            add["attack"] = WORST_CASE
+            s = pd.concat([s, add], ignore_index=True)
+    return s
+
+
+def model_flags(results: Results) -> dict[str, list[str]]:
+    """Diagnostic flags raised per model, in store order, each once."""
+    d = results.diagnostics
+    if d.empty or "flag" not in d.columns:
+        return {}
+    out: dict[str, list[str]] = {}
+    for model, flag in d[["model", "flag"]].dropna().itertuples(index=False):
+        out.setdefault(str(model), [])
+        if str(flag) not in out[str(model)]:
+            out[str(model)].append(str(flag))
+    return out
+
+
 def empty_frame(columns) -> pd.DataFrame:
     return pd.DataFrame(columns=list(columns))
 
 
-__all__ = ["ResultStore", "aggregate", "wilson_interval", "empty_frame", "MODEL_COLUMNS",
-           "DIAGNOSTIC_COLUMNS"]
+__all__ = ["ResultStore", "Results", "RunInfo", "aggregate", "load_results", "model_flags", "wilson_interval",
+           "empty_frame", "MODEL_COLUMNS", "DIAGNOSTIC_COLUMNS"]

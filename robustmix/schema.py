@@ -11,14 +11,16 @@ A result store is a directory written by ``robustmix eval`` and read by
       models.csv            one row per evaluated model (MODEL_COLUMNS)
       diagnostics.csv       one row per raised flag (DIAGNOSTIC_COLUMNS)
       banks/<model_id>.npy  float32 (C, k, k) spatial filter bank of the first block, if any
-      run.json              provenance: spec, seeds, versions, device, world_size, seconds
+      run.json              provenance (results.RunInfo): spec, eval_seed, code and package versions,
+                            device, world_size, seconds, finished
 
 Numbers are stored as numbers: ``eps`` is a float (8/255 -> 0.0313725...);
 its display form lives in ``eps_label``.
 """
 
 STORE_FORMAT = "robustmix-results"
-STORE_VERSION = 1
+# 2: run.json is results.RunInfo; variant parameters are columns (VARIANT_PARAMS). A store of another version is refused, never half-read.
+STORE_VERSION = 2
 
 WORST_CASE = "worst-case"  # attack name of the per-eps minimum over all attacks
 THREAT_MODELS = ("Linf", "L2")
@@ -37,8 +39,12 @@ EXAMPLE_COLUMNS = (
     "attack_batch",  # examples attacked at once; below the unit's size after running out of memory
 )
 
+# Every variant parameter (robustmix.variants.VARIANTS defaults), one numeric column each in
+# models.csv and the summary: NaN where the model's variant has no such parameter.
+VARIANT_PARAMS = ("sigma", "rho")
+
 SUMMARY_COLUMNS = (
-    "model", "variant", "arch", "dataset", "train_seed",
+    "model", "variant", *VARIANT_PARAMS, "arch", "dataset", "train_seed",
     "threat_model", "attack", "eps", "eps_label",
     "n", "n_robust", "robust_acc", "ci_low", "ci_high",
     "clean_acc", "seconds", "fwd_bwd_passes",
@@ -47,7 +53,7 @@ SUMMARY_COLUMNS = (
 )
 
 MODEL_COLUMNS = (
-    "model", "variant", "variant_params", "arch", "dataset", "train_seed",
+    "model", "variant", *VARIANT_PARAMS, "arch", "dataset", "train_seed",
     "params", "trainable_params", "clean_acc", "source",
 )
 

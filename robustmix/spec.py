@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch.nn as nn
+
 from .attacks import check_precision, make_attack
 from .config import check_seed, from_dict, load_toml
-from .eps import check_eps, parse_eps
+from .eps import check_eps, parse_eps, same_eps
 from .errors import ConfigError
 from .provenance import stable_hash
 from .schema import THREAT_MODELS
@@ -169,7 +171,7 @@ class EvalSpec:
             if eps is not None:
                 for e in eps:
                     check_eps(e, tm, f"{where}.eps")
-                    if not any(abs(e - g) < 1e-9 for g in self.eps_grid[tm]):
+                    if not any(same_eps(e, g) for g in self.eps_grid[tm]):
                         raise ConfigError(f"{where}.eps: {e:g} is not in threat.{tm}.eps; "
                                           f"an attack's eps must be a subset of the grid")
         return spec
@@ -178,8 +180,6 @@ class EvalSpec:
     def _buildable(params: dict) -> dict:
         # A transfer `source` names a model the driver loads at run time; a
         # stand-in module lets the attack's own parameter checks run now.
-        import torch.nn as nn
-
         return {**params, "source_model": nn.Identity()} if "source" in params else params
 
     def attack_threats(self, attack: AttackSpec) -> list[str]:
@@ -189,7 +189,7 @@ class EvalSpec:
         grid = self.eps_grid[threat_model]
         if attack.eps is None:
             return grid
-        return [g for g in grid if any(abs(g - e) < 1e-9 for e in attack.eps)]
+        return [g for g in grid if any(same_eps(g, e) for e in attack.eps)]
 
     def spec_hash(self) -> str:
         fields = {k: v for k, v in asdict(self).items() if k not in ("description",)}

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_path, write_json_atomic
+from .variants import build_variant
 
 CHECKPOINT_FORMAT = "robustmix-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -177,8 +178,6 @@ def load_checkpoint(folder: str | Path, device="cpu") -> tuple[torch.nn.Module, 
     Never unpickles: weights are read with safetensors only, so a crafted
     file offered as a checkpoint cannot run code.
     """
-    from .models import create_model
-
     folder = Path(folder)
     if folder.is_file():
         raise CheckpointError(f"{folder} is not a robustmix checkpoint (expected a directory with {META} and "
@@ -200,8 +199,8 @@ def load_checkpoint(folder: str | Path, device="cpu") -> tuple[torch.nn.Module, 
         raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}); re-run `robustmix train`") from None
     try:
         arch = meta["model"]
-        model = create_model(arch["name"], meta["variant"], variant_seed=meta["variant_seed"],
-                             variant_params=meta["variant_params"], **arch["args"])
+        model = build_variant(arch["name"], meta["variant"], variant_seed=meta["variant_seed"],
+                              variant_params=meta["variant_params"], **arch["args"])
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{folder}: metadata and weights do not describe one model ({exc.__class__.__name__}); "

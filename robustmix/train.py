@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -30,26 +31,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import data as datasets
+from .device import resolve_device
 from .distributed import World, init_world, plain_batchnorm, rank_device, sync_batchnorm
 from .errors import ConfigError
 from .fileio import atomic_path
-from .models import count_params, create_model
+from .models import count_params
 from .provenance import code_version, device_description, package_versions, stable_hash
 from .recipe import Recipe
 from .store import ModelStore
-from .variants import audit_frozen, variant_tag
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: unknown device '{name}'; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: '{name}' requested but no CUDA device is available; use --device cpu")
-    return device
+from .variants import audit_frozen, build_variant, variant_tag
 
 
 def lr_at(recipe: Recipe, t: float) -> float:
@@ -135,16 +125,24 @@ def make_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimi
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def train_subset(recipe: Recipe, n_total: int) -> torch.Tensor:
-    recipe.data.validate("data")  # a Recipe built in Python skips the loader's checks
-    n = recipe.data.train_subset
+def seeded_subset(n_total: int, n: int | None, seed: int, key: str, what: str) -> torch.Tensor:
+    """Sorted indices of a seeded subset of ``n`` of ``n_total`` images (all of them for None).
+
+    Every task's trainer draws its subsets here, so one seed means one subset everywhere.
+    """
     if n is not None and n > n_total:  # silently training on fewer images would mislabel the run
-        raise ConfigError(f"data.train_subset: {n} is more than the {n_total} images of {recipe.data.name}'s "
-                          f"train split; use at most {n_total}, or leave it out for all of them")
+        raise ConfigError(f"data.{key}: {n} is more than the {n_total} images of {what}; "
+                          f"use at most {n_total}, or leave it out for all of them")
     if n is None or n == n_total:
         return torch.arange(n_total)
-    g = torch.Generator().manual_seed(recipe.data.subset_seed)
-    return torch.randperm(n_total, generator=g)[: recipe.data.train_subset].sort().values
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_total, generator=g)[:n].sort().values
+
+
+def train_subset(recipe: Recipe, n_total: int) -> torch.Tensor:
+    recipe.data.validate("data")  # a Recipe built in Python skips the loader's checks
+    return seeded_subset(n_total, recipe.data.train_subset, recipe.data.subset_seed, "train_subset",
+                         f"{recipe.data.name}'s train split")
 
 
 @torch.no_grad()
@@ -212,9 +210,9 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
     memory_format = torch.channels_last if perf.channels_last else torch.contiguous_format
 
     torch.manual_seed(seed)  # the learned layers' init; frozen banks use their own seeds
-    model = create_model(recipe.model.name, variant, num_classes=info.num_classes, in_chans=info.channels,
-                         mean=list(info.mean), std=list(info.std), variant_seed=seed, variant_params=params,
-                         **recipe.model.args).to(device)
+    model = build_variant(recipe.model.name, variant, num_classes=info.num_classes, in_chans=info.channels,
+                          mean=list(info.mean), std=list(info.std), variant_seed=seed, variant_params=params,
+                          **recipe.model.args).to(device)
     if world.distributed:  # results must not depend on the number of processes
         model = sync_batchnorm(model, device)
     model = model.to(memory_format=memory_format)
@@ -342,8 +340,6 @@ def train_recipe(recipe: Recipe, store: ModelStore, device: str | None = None, p
 
 
 def summary_table(results: list[TrainResult]) -> str:
-    import pandas as pd
-
     df = pd.DataFrame([asdict(r) for r in results])
     if df.empty:
         return "(nothing trained)"

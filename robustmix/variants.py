@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 from .models.layers import ChannelMix, SpatialMix
+from .models.registry import create_model
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,12 @@ def apply_variant(model: nn.Module, variant: str = "full", seed: int = 0, **para
     return model
 
 
+def build_variant(name: str, variant: str = "full", *, variant_seed: int = 0,
+                  variant_params: dict | None = None, **model_args) -> nn.Module:
+    """Registered architecture ``name`` (``create_model(name, **model_args)``) in ``variant``."""
+    return apply_variant(create_model(name, **model_args), variant, seed=variant_seed, **(variant_params or {}))
+
+
 def frozen_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters this variant froze, by name."""
     return {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
@@ -228,10 +235,8 @@ def frozen_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def audit_frozen(model: nn.Module) -> list[str]:
     """Names of frozen tensors that differ from a fresh rebuild from the recorded seed."""
-    from .models.registry import create_model
-
-    fresh = create_model(model.model_name, model.variant, variant_seed=model.variant_seed,
-                         variant_params=model.variant_params, **model.model_args)
+    fresh = build_variant(model.model_name, model.variant, variant_seed=model.variant_seed,
+                          variant_params=model.variant_params, **model.model_args)
     expected = frozen_state(fresh)
     actual = frozen_state(model)
     if set(expected) != set(actual):

@@ -7,6 +7,7 @@ Import from tests with sys.path insertion (tests/ is not a package).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from robustmix import schema
-from robustmix.spectrum import model_slug
+from robustmix.fileio import model_slug
+from robustmix.results import RunInfo
 
 LINF_EPS = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 0.1, 0.2]
 L2_EPS = [0.0, 0.25, 0.5, 1.0]
@@ -111,7 +113,7 @@ def write_store(root, models, *, threat_models=None, attacks=ATTACKS, n=200,
                             margin=rng.normal(1.0, 1.0, n).astype("float32"), eval_seed=1234)))
         params = 100_000 + 5_000 * mi
         model_rows.append(dict(
-            model=name, variant=m["variant"], variant_params=json.dumps({"k": 7}),
+            model=name, variant=m["variant"], sigma=m.get("sigma", math.nan), rho=m.get("rho", math.nan),
             arch=m["arch"], dataset=dataset, train_seed=m.get("train_seed", 0),
             params=params, trainable_params=params - 1000 * (mi % 3),
             clean_acc=n_robust_clean / n, source="zoo"))
@@ -130,17 +132,13 @@ def write_store(root, models, *, threat_models=None, attacks=ATTACKS, n=200,
         (root / "examples").mkdir(exist_ok=True)
         for i, frame in enumerate(ex_frames):
             frame.to_parquet(root / "examples" / f"unit-{i:04d}.parquet", index=False)
-    (root / "run.json").write_text(json.dumps({
-        "spec": {"dataset": dataset, "attacks": list(attacks),
-                 "threat_models": {k: list(v) for k, v in threat_models.items()}, "n": n},
-        "seeds": {"eval_seed": 1234, "data_seed": 0},
-        "code_version": "0.1.0+g1a2b3c4",
-        "versions": {"robustmix": "0.1.0", "torch": "2.14.1", "python": "3.11"},
-        "device": "cpu",
-        "started": "2024-05-01T10:00:00+00:00",
-        "finished": "2024-05-01T10:42:00+00:00",
-        "seconds": 2520.0,
-    }, indent=2))
+    (root / "run.json").write_text(json.dumps(dataclasses.asdict(RunInfo(
+        spec={"dataset": dataset, "attacks": list(attacks),
+              "threat_models": {k: list(v) for k, v in threat_models.items()}, "n": n},
+        spec_hash="deadbeef", eval_seed=1234, eps_grid={k: list(v) for k, v in threat_models.items()},
+        n_examples=n, nested=True, code_version="0.1.0+g1a2b3c4",
+        packages={"torch": "2.14.1", "python": "3.11"}, device="cpu", world_size=1,
+        seconds=2520.0, wall_seconds=2520.0, finished="2024-05-01T10:42:00+00:00")), indent=2))
     return root
 
 

@@ -1,16 +1,15 @@
 """Spectral-envelope analysis (Figure 1): generated banks, coverage growth, the CLI."""
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 import torch
 
 import robustmix
-from robustmix.analysis import add_cli, bank_for, spectrum_table, write_spectrum_report
+from robustmix.cli import build_parser
 from robustmix.errors import ConfigError
-from robustmix.spectrum import spectral_envelope
+from robustmix.paper.analysis import bank_for, spectrum_table, write_spectrum_report
+from robustmix.paper.spectrum import spectral_envelope
 
 
 # Tiny tensors on 2 contended threads spin-wait; one thread is faster and deterministic.
@@ -39,8 +38,8 @@ def test_box_envelope_is_a_dirichlet_kernel():
 
 
 def test_generated_bank_is_the_variant_models_first_frozen_layer():
-    model = robustmix.create_model("convmixer_16_2_ks3_p4", "correlated", variant_seed=3,
-                                   variant_params={"rho": 0.7}, dim=16, kernel_size=5)
+    model = robustmix.build_variant("convmixer_16_2_ks3_p4", "correlated", variant_seed=3,
+                                    variant_params={"rho": 0.7}, dim=16, kernel_size=5)
     first = model.spatial_filters()[0][1].weight.detach().squeeze(1).double().numpy()
     np.testing.assert_array_equal(bank_for("correlated", 16, 5, seed=3, rho=0.7), first)
     assert not np.array_equal(bank_for("random", 16, 5, seed=0), bank_for("random", 16, 5, seed=1))
@@ -85,9 +84,7 @@ def test_bad_input_is_a_config_error(call, message):
 
 
 def _run_cli(argv):
-    parser = argparse.ArgumentParser(prog="robustmix")
-    add_cli(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.fn(args)
 
 
@@ -109,7 +106,7 @@ def test_cli_reads_a_trained_model_and_rejects_unknown_ones(tmp_path):
     from robustmix.store import ModelStore
 
     store = ModelStore(tmp_path / "store")
-    model = robustmix.create_model("convmixer_16_2_ks3_p4", "chans", variant_seed=5)
+    model = robustmix.build_variant("convmixer_16_2_ks3_p4", "chans", variant_seed=5)
     store.save("demo/chans-s5", model, {"model": {"name": "convmixer_16_2_ks3_p4", "args": model.model_args},
                                         "variant": "chans", "variant_params": {}, "variant_seed": 5})
     out = tmp_path / "m"

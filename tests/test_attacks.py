@@ -5,8 +5,9 @@ import torch
 import torchattacks
 from torch import nn
 
-from robustmix.attacks import Attack, AttackResult, AutoAttack, make_attack, sweep
+from robustmix.attacks import Attack, AttackResult, AutoAttack, list_attacks, make_attack, sweep
 from robustmix.errors import ConfigError
+from robustmix.schema import THREAT_MODELS
 
 N = 32  # a power of two: mean- and sum-reduced losses then give bit-identical gradient signs
 
@@ -43,6 +44,51 @@ def setup():
 def _broken_by(model, x_adv, y):
     with torch.no_grad():
         return model(x_adv).argmax(1) != y
+
+
+# The cheapest parameters of every registered attack: a new attack needs an entry (checked below),
+# and then runs through every invariant of test_registry_x_threat_models, as every model of the
+# model registry runs through test_models.py.
+CHEAP = {"fgsm": {}, "pgd": {"steps": 3}, "autoattack": {"version": "custom", "attacks": ["apgd-ce"]},
+         "square": {"n_queries": 20}, "transfer": {"source": "other", "source_params": {"steps": 3}}}
+REGISTERED = list_attacks()
+
+
+def test_cheap_table_covers_the_attack_registry():
+    assert set(CHEAP) == set(REGISTERED), "a new attack needs an entry in CHEAP"
+    assert {"fgsm", "pgd", "autoattack", "square", "transfer"} <= set(REGISTERED)
+
+
+@pytest.mark.parametrize("tm", THREAT_MODELS)
+@pytest.mark.parametrize("name", REGISTERED)
+def test_registry_x_threat_models(setup, name, tm):
+    """Every registered attack in every threat model: bounds, scoring, determinism, RNG and modes."""
+    model, x, y = setup
+    x, y = x[:4], y[:4]
+    params = dict(CHEAP[name])
+    if name == "transfer":
+        torch.manual_seed(5)
+        params["source_model"] = _net().eval()
+    atk = make_attack(name, params, tm)
+    eps = 0.1 if tm == "Linf" else 1.0
+    model.train()
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    r = atk.run(model, x, y, eps, seed=3)
+    assert model.training and torch.equal(torch.get_rng_state(), before)  # caller's state is untouched
+    model.eval()
+    d = (r.x_adv - x).flatten(1)
+    norms = d.abs().amax(1) if tm == "Linf" else d.norm(dim=1)
+    assert float(norms.max()) <= eps + 1e-6 and 0 <= float(r.x_adv.min()) and float(r.x_adv.max()) <= 1
+    with torch.no_grad():
+        logits = model(r.x_adv)
+        clean = model(x).argmax(1) == y
+    assert torch.equal(r.correct, logits.argmax(1) == y) and bool(((r.margin > 0) == r.correct).all())
+    assert not bool((r.correct & ~clean).any())
+    # Deterministic from the seed, also inside a sweep (nesting attacks only the still-robust examples).
+    res = sweep(atk, model, x, y, [0.0, eps], seed=3, nested=False)
+    assert torch.equal(res[eps].x_adv, r.x_adv) and res[eps].passes == r.passes
+    assert torch.equal(res[0.0].correct, clean)
 
 
 def test_fgsm_matches_torchattacks(setup):

@@ -18,9 +18,9 @@ from torch import nn
 from robustmix import data as datasets
 from robustmix.config import from_dict
 from robustmix.errors import ConfigError, DataError
-from robustmix.evaluate import example_indices, run_eval
-from robustmix.results import wilson_interval
-from robustmix.schema import EXAMPLE_COLUMNS, SUMMARY_COLUMNS, WORST_CASE
+from robustmix.evaluate import Target, _model_row, example_indices, run_eval
+from robustmix.results import aggregate, wilson_interval
+from robustmix.schema import EXAMPLE_COLUMNS, MODEL_COLUMNS, SUMMARY_COLUMNS, WORST_CASE
 from robustmix.spec import EvalSpec
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -471,3 +471,20 @@ def test_wilson_interval_matches_textbook_values():
     lo, hi = wilson_interval(np.array([50, 0, 10]), np.array([100, 10, 10]))
     np.testing.assert_allclose(lo, [0.4038, 0.0, 0.7225], atol=1e-4)
     np.testing.assert_allclose(hi, [0.5962, 0.2775, 1.0], atol=1e-4)
+
+
+def test_variant_parameters_are_columns_of_models_and_summary():
+    # sigma of a smooth model reaches models.csv and every summary row as a number, not a string.
+    info = datasets.dataset_info("fashion-mnist")
+    smooth = Target(name="z/smooth-sigma2-s0", load=lambda: None, fingerprint="f", variant="smooth",
+                    arch="convmixer_16_2_ks3_p4", dataset="fashion-mnist", train_seed=0,
+                    variant_params={"sigma": 2.0})
+    row = _model_row(smooth, nn.Linear(2, 2), info)
+    assert row["sigma"] == 2.0 and np.isnan(row["rho"]) and "variant_params" not in row
+    models = pd.DataFrame([row], columns=list(MODEL_COLUMNS))
+    examples = pd.DataFrame({"model": smooth.name, "attack": "fgsm", "attack_kind": "fgsm", "threat_model": "Linf",
+                             "eps": 0.0, "eps_label": "0", "index": [0, 1], "correct": [True, False],
+                             "clean_correct": [True, False], "precision": "fp32", "unit": "u", "seconds": 1.0,
+                             "passes": 2})
+    summary = aggregate(examples, models, {"eval_seed": 0, "spec_hash": "h", "code_version": "v", "nested": True})
+    assert (summary["sigma"] == 2.0).all() and summary["rho"].isna().all()

@@ -207,6 +207,7 @@ def test_results_dir_not_writable(tmp_path, capsys):
 
 @pytest.mark.parametrize("marker, match", [
     ({"format": STORE_FORMAT, "version": STORE_VERSION + 1}, f"store version {STORE_VERSION + 1}"),
+    ({"format": STORE_FORMAT, "version": STORE_VERSION - 1}, "into a fresh --results DIR"),
     ({"format": "something-else", "version": STORE_VERSION}, "is not a robustmix result store"),
     (None, "missing or corrupt"),
 ])

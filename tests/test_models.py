@@ -49,7 +49,7 @@ def expected_frozen(model, variant) -> set[str]:
 @pytest.mark.parametrize("name", MODELS)
 def test_registry_x_variants(name, variant):
     torch.manual_seed(0)
-    model = robustmix.create_model(name, variant, num_classes=3, in_chans=2)
+    model = robustmix.build_variant(name, variant, num_classes=3, in_chans=2)
     size = input_size(name)
     x = torch.rand(2, 2, size, size)
 
@@ -152,3 +152,12 @@ def test_register_twice_raises():
 def test_list_models_pattern():
     assert robustmix.list_models("sepresnet*") == sorted(n for n in MODELS if n.startswith("sepresnet"))
     assert robustmix.list_models("nothing-matches*") == []
+
+
+def test_create_model_builds_the_architecture_only():
+    # Variants are variants.build_variant's business: the registry knows nothing of them.
+    model = robustmix.create_model("convmixer_16_2_ks3_p4")
+    assert all(p.requires_grad for p in model.parameters())
+    assert not hasattr(model, "variant")
+    with pytest.raises(TypeError):
+        robustmix.create_model("convmixer_16_2_ks3_p4", "chans")

@@ -1,4 +1,4 @@
-"""HTML report (robustmix.report), spectra (robustmix.spectrum), and a real-browser check."""
+"""HTML report (robustmix.report), spectra (robustmix.paper.spectrum), and a real-browser check."""
 import base64
 import fcntl
 import html
@@ -20,8 +20,10 @@ import pandas as pd
 import pytest
 
 from robustmix.errors import StoreError
-from robustmix.report import auc, headline, load_results, write_report
-from robustmix.spectrum import envelope_coverage, model_slug, spectral_envelope
+from robustmix.fileio import model_slug
+from robustmix.paper.spectrum import envelope_coverage, spectral_envelope
+from robustmix.report import auc, headline, write_report
+from robustmix.results import load_results
 
 sys.path.insert(0, str(Path(__file__).parent))
 fx = importlib.import_module("fixtures_results")
@@ -411,3 +413,21 @@ def test_report_in_headless_chromium(real, injected, tmp_path):
     finally:
         cdp.close()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda root: (root / "store.json").write_text(json.dumps({"format": "robustmix-results", "version": 1})),
+     "store version 1, older than"),
+    (lambda root: (root / "run.json").write_text(json.dumps({"seeds": {}, "versions": {}})),
+     "run.json does not hold"),
+    (lambda root: (root / "run.json").unlink(), "run.json is missing"),
+])
+def test_old_or_foreign_store_is_refused_in_one_line(tmp_path, edit, match):
+    """A store of an older version (or with another run.json) is refused, not half-read."""
+    root = fx.write_store(tmp_path / "r", fx.CONVMIXER[:1], threat_models={"Linf": [0.0]}, n=10, bank_shape=None)
+    assert load_results(root).run.eval_seed == 1234
+    edit(root)
+    with pytest.raises(StoreError, match=match) as e:
+        write_report(root, tmp_path / "rep")
+    assert "\n" not in str(e.value) and "robustmix eval" in str(e.value)
+    assert not (tmp_path / "rep").exists()

@@ -47,8 +47,8 @@ def store(trained, tmp_path) -> ModelStore:
 
 def test_save_load_round_trip_equal_outputs(tmp_path):
     torch.manual_seed(0)
-    model = robustmix.create_model("sepresnet_tiny", "correlated", num_classes=5, in_chans=1,
-                                   mean=[0.3], std=[0.2], variant_seed=4, variant_params={"rho": 0.7})
+    model = robustmix.build_variant("sepresnet_tiny", "correlated", num_classes=5, in_chans=1,
+                                    mean=[0.3], std=[0.2], variant_seed=4, variant_params={"rho": 0.7})
     # Move BN statistics off their defaults so buffers are part of the check.
     model.train()(torch.rand(8, 1, 12, 12))
     model.eval()

@@ -147,7 +147,7 @@ def test_default_store_from_env(capsys, write_recipe, fake_fmnist, tmp_path, mon
 @pytest.mark.parametrize("path", sorted(glob.glob(str(REPO / "zoo" / "*.toml"))), ids=lambda p: Path(p).stem)
 def test_shipped_recipes_parse(path):
     if recipe_task(path) == "unshuffle":
-        from robustmix.unshuffle import load_unshuffle_recipe
+        from robustmix.paper.unshuffle import load_unshuffle_recipe
 
         recipe = load_unshuffle_recipe(path)
         assert recipe.name == Path(path).stem and recipe.variant_list()

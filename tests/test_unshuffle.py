@@ -1,7 +1,6 @@
 """Pixel un-shuffling (claim 6): the permutation, the model, the recipe, and the claim itself."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
@@ -9,11 +8,12 @@ import pytest
 import torch
 
 from robustmix import data as datasets
+from robustmix.cli import build_parser
 from robustmix.errors import CheckpointError, ConfigError
 from robustmix.models import ChannelMix, SpatialMix
-from robustmix.unshuffle import (UnshuffleRecipe, add_cli, build_unshuffle_model, load_unshuffle_model,
-                                 load_unshuffle_recipe, make_permutation, shuffle_images, train_unshuffle,
-                                 unshuffle_images, write_unshuffle_grid, write_unshuffle_report)
+from robustmix.paper.unshuffle import (UnshuffleRecipe, build_unshuffle_model, load_unshuffle_model,
+                                       load_unshuffle_recipe, make_permutation, shuffle_images, train_unshuffle,
+                                       unshuffle_images, write_unshuffle_grid, write_unshuffle_report)
 
 
 # Tiny tensors on 2 contended threads spin-wait; one thread is faster and deterministic.
@@ -131,9 +131,7 @@ def test_pipeline_saves_reloads_reports_and_reuses(tmp_path, fake_fmnist):
 
 def test_cli_handler(tmp_path, fake_fmnist, capsys):
     path = recipe_file(tmp_path, fake_fmnist, variants='["chans"]', data_extra="train_subset = 32\ntest_subset = 8")
-    parser = argparse.ArgumentParser(prog="robustmix")
-    add_cli(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(["unshuffle", path, "--out", str(tmp_path / "cli"), "--epochs", "1", "--device", "cpu"])
+    args = build_parser().parse_args(["unshuffle", path, "--out", str(tmp_path / "cli"), "--epochs", "1", "--device", "cpu"])
     assert args.fn(args) == 0
     for name in ("results.csv", "grid.png", "index.html"):
         assert (tmp_path / "cli" / name).exists()
@@ -246,7 +244,7 @@ def test_subsets_larger_than_the_split_are_errors(tmp_path, fake_fmnist):
 def test_missing_weights_sha256_is_named(tmp_path):
     import json
 
-    from robustmix.unshuffle import META, save_unshuffle_model
+    from robustmix.paper.unshuffle import META, save_unshuffle_model
 
     recipe = UnshuffleRecipe(name="t")
     recipe.model.args = {"dim": 8, "depth": 2, "kernel_size": 3}

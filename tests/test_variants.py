@@ -9,8 +9,9 @@ import torch
 
 import robustmix
 from robustmix.errors import ConfigError
-from robustmix.spectrum import spectral_envelope
-from robustmix.variants import (apply_variant, audit_frozen, frozen_state, parse_variant, resolve_variant,
+from robustmix.paper.spectrum import spectral_envelope
+from robustmix.schema import MODEL_COLUMNS, SUMMARY_COLUMNS, VARIANT_PARAMS
+from robustmix.variants import (VARIANTS, apply_variant, audit_frozen, frozen_state, parse_variant, resolve_variant,
                                 smooth_filters, variant_tag)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -27,7 +28,7 @@ def spatial_weights(model) -> list[torch.Tensor]:
 @pytest.mark.parametrize("variant", RANDOM_FROZEN + ["delta"])
 def test_audit_after_training_and_on_tamper(name, variant):
     torch.manual_seed(123)
-    model = robustmix.create_model(name, variant, num_classes=3, in_chans=1, variant_seed=7)
+    model = robustmix.build_variant(name, variant, num_classes=3, in_chans=1, variant_seed=7)
     frozen_before = {k: v.clone() for k, v in frozen_state(model).items()}
     assert frozen_before
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05, weight_decay=0.5)
@@ -39,7 +40,7 @@ def test_audit_after_training_and_on_tamper(name, variant):
     assert audit_frozen(model) == []
     # Rebuilt from the seed under a different global RNG state: bit-identical banks.
     torch.manual_seed(999)
-    again = robustmix.create_model(name, variant, num_classes=3, in_chans=1, variant_seed=7)
+    again = robustmix.build_variant(name, variant, num_classes=3, in_chans=1, variant_seed=7)
     for k, v in frozen_state(again).items():
         assert torch.equal(v, frozen_before[k]), k
 
@@ -51,8 +52,8 @@ def test_audit_after_training_and_on_tamper(name, variant):
 
 @pytest.mark.parametrize("variant", RANDOM_FROZEN)
 def test_different_seeds_give_different_banks(variant):
-    a = frozen_state(robustmix.create_model(TINY, variant, variant_seed=0))
-    b = frozen_state(robustmix.create_model(TINY, variant, variant_seed=1))
+    a = frozen_state(robustmix.build_variant(TINY, variant, variant_seed=0))
+    b = frozen_state(robustmix.build_variant(TINY, variant, variant_seed=1))
     assert a.keys() == b.keys()
     weights = [k for k in a if k.endswith("weight")]
     assert weights and all(not torch.equal(a[k], b[k]) for k in weights)
@@ -62,8 +63,8 @@ def test_different_seeds_give_different_banks(variant):
 
 @pytest.mark.parametrize("variant", ["delta", "box", "gaussian"])
 def test_deterministic_filters_ignore_the_seed(variant):
-    a = frozen_state(robustmix.create_model(TINY, variant, variant_seed=0))
-    b = frozen_state(robustmix.create_model(TINY, variant, variant_seed=5))
+    a = frozen_state(robustmix.build_variant(TINY, variant, variant_seed=0))
+    b = frozen_state(robustmix.build_variant(TINY, variant, variant_seed=5))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -78,10 +79,10 @@ def _high_freq_fraction(bank: torch.Tensor, n: int = 32) -> np.ndarray:
 
 def test_smoothing_lowers_high_frequencies_at_equal_norm():
     args = dict(dim=64, depth=2, kernel_size=7)
-    raw = robustmix.create_model("convmixer_256_8_ks5_p2", "chans", variant_seed=3, **args)
+    raw = robustmix.build_variant("convmixer_256_8_ks5_p2", "chans", variant_seed=3, **args)
     for sigma in (1.0, 2.0):
-        sm = robustmix.create_model("convmixer_256_8_ks5_p2", "smooth", variant_seed=3,
-                                    variant_params={"sigma": sigma}, **args)
+        sm = robustmix.build_variant("convmixer_256_8_ks5_p2", "smooth", variant_seed=3,
+                                     variant_params={"sigma": sigma}, **args)
         for w_raw, w_sm in zip(spatial_weights(raw), spatial_weights(sm)):
             # smooth = the same seeded random bank, smoothed and renormed.
             assert torch.allclose(w_sm, smooth_filters(w_raw, sigma))
@@ -94,13 +95,13 @@ def test_smoothing_lowers_high_frequencies_at_equal_norm():
             env_raw, env_sm = spectral_envelope(w_raw), spectral_envelope(w_sm)
             assert env_sm[0, 0] < env_raw[0, 0]
     # sigma = 0 leaves the random bank unchanged.
-    zero = robustmix.create_model("convmixer_256_8_ks5_p2", "smooth", variant_seed=3,
-                                  variant_params={"sigma": 0}, **args)
+    zero = robustmix.build_variant("convmixer_256_8_ks5_p2", "smooth", variant_seed=3,
+                                   variant_params={"sigma": 0}, **args)
     assert all(torch.equal(a, b) for a, b in zip(spatial_weights(raw), spatial_weights(zero)))
 
 
 def test_shared_all_filters_in_a_layer_equal():
-    model = robustmix.create_model(TINY, "shared", variant_seed=2)
+    model = robustmix.build_variant(TINY, "shared", variant_seed=2)
     banks = spatial_weights(model)
     for w in banks:
         assert torch.equal(w, w[:1].expand_as(w))
@@ -110,9 +111,9 @@ def test_shared_all_filters_in_a_layer_equal():
 
 @pytest.mark.parametrize("rho", [0.0, 0.3, 0.8, 1.0])
 def test_correlated_pairwise_correlation_close_to_rho(rho):
-    model = robustmix.create_model("convmixer_256_8_ks5_p2", "correlated", kernel_size=7, depth=6,
-                                   variant_params={"rho": rho}, variant_seed=1)
-    ref = robustmix.create_model("convmixer_256_8_ks5_p2", "chans", kernel_size=7, depth=6, variant_seed=1)
+    model = robustmix.build_variant("convmixer_256_8_ks5_p2", "correlated", kernel_size=7, depth=6,
+                                    variant_params={"rho": rho}, variant_seed=1)
+    ref = robustmix.build_variant("convmixer_256_8_ks5_p2", "chans", kernel_size=7, depth=6, variant_seed=1)
     corrs, ratios = [], []
     for w, w_ref in zip(spatial_weights(model), spatial_weights(ref)):
         flat = w.flatten(1).double()  # (256, 49)
@@ -127,8 +128,8 @@ def test_correlated_pairwise_correlation_close_to_rho(rho):
 
 
 def test_correlated_rho_zero_is_independent_of_shared_draw():
-    a = robustmix.create_model(TINY, "correlated", variant_params={"rho": 0.0}, variant_seed=4)
-    b = robustmix.create_model(TINY, "chans", variant_seed=4)
+    a = robustmix.build_variant(TINY, "correlated", variant_params={"rho": 0.0}, variant_seed=4)
+    b = robustmix.build_variant(TINY, "chans", variant_seed=4)
     assert all(torch.equal(x, y) for x, y in zip(spatial_weights(a), spatial_weights(b)))
 
 
@@ -141,9 +142,9 @@ def _gauss_np(k: int, sigma: float) -> np.ndarray:
 
 @pytest.mark.parametrize("name", [TINY, "sepresnet_tiny"])
 def test_delta_box_gaussian_are_exact(name):
-    delta = robustmix.create_model(name, "delta")
-    box = robustmix.create_model(name, "box")
-    gauss = robustmix.create_model(name, "gaussian", variant_params={"sigma": 0.7})
+    delta = robustmix.build_variant(name, "delta")
+    box = robustmix.build_variant(name, "box")
+    gauss = robustmix.build_variant(name, "gaussian", variant_params={"sigma": 0.7})
     for model, make in ((delta, None), (box, None), (gauss, None)):
         for _, layer in model.spatial_filters():
             k = layer.kernel_size[0]
@@ -159,7 +160,7 @@ def test_delta_box_gaussian_are_exact(name):
                 assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
     # The delta filter is exactly representable: bit-exact, and the layer is an identity.
     x = torch.randn(2, 16, 9, 9)
-    for _, layer in robustmix.create_model(TINY, "delta").spatial_filters():
+    for _, layer in robustmix.build_variant(TINY, "delta").spatial_filters():
         with torch.no_grad():
             assert torch.equal(layer(x), x)
     for _, layer in delta.spatial_filters():
@@ -178,7 +179,7 @@ def test_bad_variant_params_raise_config_error():
         with pytest.raises(ConfigError):
             resolve_variant(variant, params)
         with pytest.raises(ConfigError):
-            robustmix.create_model(TINY, variant, variant_params=params)
+            robustmix.build_variant(TINY, variant, variant_params=params)
         with pytest.raises(ConfigError):
             apply_variant(robustmix.create_model(TINY), variant, **params)
     with pytest.raises(ConfigError, match="unknown variant 'nope'"):
@@ -202,6 +203,12 @@ def test_resolve_parse_and_tag():
 
 
 def test_variant_recorded_on_model():
-    model = robustmix.create_model(TINY, "correlated", variant_seed=9, variant_params={"rho": 0.25})
+    model = robustmix.build_variant(TINY, "correlated", variant_seed=9, variant_params={"rho": 0.25})
     assert (model.variant, model.variant_seed, model.variant_params) == ("correlated", 9, {"rho": 0.25})
     assert math.isclose(model.variant_params["rho"], 0.25)
+
+
+def test_every_variant_parameter_is_a_result_column():
+    # models.csv and the summary carry one column per variant parameter (schema.VARIANT_PARAMS).
+    assert {key for spec in VARIANTS.values() for key in spec.defaults} == set(VARIANT_PARAMS)
+    assert set(VARIANT_PARAMS) <= set(MODEL_COLUMNS) and set(VARIANT_PARAMS) <= set(SUMMARY_COLUMNS)

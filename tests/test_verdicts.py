@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from robustmix import verdicts as V
-from robustmix.analysis import bank_for, bank_label, spectrum_table
+from robustmix.paper import verdicts as V
+from robustmix.paper.analysis import bank_for, bank_label, spectrum_table
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -15,21 +15,22 @@ C = "fashion-mnist-controls"
 E8 = 8 / 255
 
 
-def row(model, attack, eps, acc, n=500):
+def row(model, attack, eps, acc, n=500, sigma=math.nan):
     k = round(acc * n)
-    return dict(model=model, variant=model.split("/")[-1].split("-")[0], arch="a", dataset="d",
+    return dict(model=model, variant=model.split("/")[-1].split("-")[0], sigma=sigma, arch="a", dataset="d",
                 train_seed=0, threat_model="Linf", attack=attack, eps=eps, eps_label="", n=n,
                 n_robust=k, robust_acc=k / n, ci_low=math.nan, ci_high=math.nan, clean_acc=math.nan)
 
 
-def store(spec):
-    """spec: {model: (clean, {attack: robust acc at 8/255})}."""
+def store(spec, sigma=None):
+    """spec: {model: (clean, {attack: robust acc at 8/255})}; sigma: {model: its variant's sigma}."""
     rows = []
     for m, (clean, rob) in spec.items():
-        rows.append(row(m, "fgsm", 0.0, clean))
-        rows.append(row(m, "pgd", 0.0, clean))
+        s = (sigma or {}).get(m, math.nan)
+        rows.append(row(m, "fgsm", 0.0, clean, sigma=s))
+        rows.append(row(m, "pgd", 0.0, clean, sigma=s))
         for att, acc in rob.items():
-            rows.append(row(m, att, E8, acc, n=200 if att == "square" else 500))
+            rows.append(row(m, att, E8, acc, n=200 if att == "square" else 500, sigma=s))
     return pd.DataFrame(rows)
 
 
@@ -101,14 +102,16 @@ S = "fashion-mnist-smoothing"
 
 
 def _smooth(accs):
-    return store({f"{S}/smooth-sigma{s:g}-s0": (0.88, {"pgd": a}) for s, a in accs.items()})
+    # The sigma column, not the model name, says each model's sigma: names here say nothing of it.
+    return store({f"{S}/smooth-{i}-s0": (0.88, {"pgd": a}) for i, a in enumerate(accs.values())},
+                 sigma={f"{S}/smooth-{i}-s0": s for i, s in enumerate(accs)})
 
 
 def test_claim3b():
     assert V.claim3b(_smooth({0: 0.2, 0.5: 0.25, 1: 0.3, 2: 0.45}), None, S).verdict == V.HOLDS
     assert V.claim3b(_smooth({0: 0.45, 0.5: 0.3, 1: 0.2, 2: 0.1}), None, S).verdict == V.FAILS
     assert V.claim3b(_smooth({0: 0.2, 2: 0.22}), None, S).verdict == V.NOT_SHOWN
-    v = V.claim3b(_smooth({0: 0.2, 2: 0.45}), flags((f"{S}/smooth-sigma2-s0", "non-monotonic")), S)
+    v = V.claim3b(_smooth({0: 0.2, 2: 0.45}), flags((f"{S}/smooth-1-s0", "non-monotonic")), S)
     assert v.verdict == V.NOT_SHOWN
     assert V.claim3b(_smooth({1: 0.3}), None, S).verdict == V.NOT_SHOWN
 
@@ -178,14 +181,14 @@ def test_claim6():
 
 
 def test_fixture_store_end_to_end(tmp_path):
-    """Through report.load_results on a fixture store (worst-case rows derived)."""
+    """Through results.load_results on a fixture store (worst-case rows derived)."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
     from fixtures_results import write_store
 
-    from robustmix.report import load_results
+    from robustmix.results import load_results
 
     models = [dict(name=f"{C}/full-s0", variant="full", arch="a", robustness=0.01, clean=0.9),
               dict(name=f"{C}/chans-s0", variant="chans", arch="a", robustness=0.08, clean=0.895)]
@@ -202,7 +205,7 @@ def test_fixture_store_end_to_end(tmp_path):
 
 
 def test_write_index_escapes_and_is_self_contained(tmp_path):
-    from robustmix.reproduce import write_index
+    from robustmix.paper.reproduce import write_index
 
     vs = [V.Verdict("1", "s <b>", V.HOLDS, "<script>alert(1)</script>", {"x": "<i>"}),
           V.Verdict("3", "t", V.NOT_SHOWN, "e", {})]
@@ -216,7 +219,7 @@ def test_write_index_escapes_and_is_self_contained(tmp_path):
 def test_recipes_and_spec_for_reproduce(tmp_path):
     from pathlib import Path
 
-    from robustmix.reproduce import CPU_WIDTHS, classify_recipes, paper_spec
+    from robustmix.paper.reproduce import CPU_WIDTHS, classify_recipes, paper_spec
 
     root = Path(__file__).parent.parent
     rs = classify_recipes(root, quick=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..errors import ConfigError
+
 
 class SpatialMix(nn.Conv2d):
     """Depthwise k x k convolution: mixes space, never channels."""
@@ -50,7 +52,6 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
 
 def make_activation(name: str) -> nn.Module:
-    from ..errors import ConfigError
     try:
         return ACTIVATIONS[name]()
     except KeyError:

@@ -2,7 +2,7 @@
 
 Entrypoints are registered by decorator, timm style; a name carries its
 hyper-parameters (``convmixer_256_8_ks5_p2``). ``create_model`` builds the
-architecture and applies a variant (see ``robustmix.variants``).
+architecture only; ``robustmix.variants.build_variant`` builds it in a variant.
 """
 from __future__ import annotations
 
@@ -54,17 +54,13 @@ def build(cls: type, defaults: dict, overrides: dict) -> nn.Module:
     return model
 
 
-def create_model(name: str, variant: str = "full", *, num_classes: int | None = None,
-                 in_chans: int | None = None, variant_seed: int = 0,
-                 variant_params: dict | None = None, **overrides) -> nn.Module:
-    """Build registered model ``name`` and apply ``variant`` to it.
+def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None,
+                 **overrides) -> nn.Module:
+    """Build registered model ``name`` (every layer learns; see ``variants.build_variant``).
 
     ``None`` keyword arguments are dropped so an unset CLI flag never
     overrides a model default (``mean``/``std`` are accepted here too).
     """
-    from ..variants import apply_variant  # variants import models; avoid a cycle
-
     model = model_entrypoint(name)(num_classes=num_classes, in_chans=in_chans, **overrides)
     model.model_name = name
-    apply_variant(model, variant, seed=variant_seed, **(variant_params or {}))
     return model

@@ -1,7 +1,7 @@
 """Verdicts on the paper's claims, computed from the data (robustmix results).
 
 Every function takes measured tables -- a result store's summary (as
-``report.load_results(...).summary``: SUMMARY_COLUMNS plus worst-case rows),
+``results.load_results(...).summary``: SUMMARY_COLUMNS plus worst-case rows),
 its diagnostics table, ``analysis.spectrum_table`` output, or
 ``unshuffle.train_unshuffle`` output -- and returns a :class:`Verdict`:
 
@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .results import wilson_interval
-from .schema import WORST_CASE
+from ..diagnostics import BLACK_BOX
+from ..eps import EPS_TOL
+from ..results import Z95, wilson_interval
+from ..schema import WORST_CASE
 
 HOLDS, FAILS, NOT_SHOWN = "holds", "does not hold", "not shown"
 
@@ -35,12 +37,9 @@ HOLDS, FAILS, NOT_SHOWN = "holds", "does not hold", "not shown"
 CLOSE_TOL = 0.02
 # Claims 3: robustness compared at this Linf eps (8/255), worst white-box attack.
 ROBUST_EPS = 8 / 255
-BLACK_BOX = ("square", "transfer")
 # Claim 6: chans must beat both baselines by this many dB and be within this many dB of full.
 BASELINE_MARGIN_DB = 1.0
 UNSHUFFLE_TOL_DB = 3.0
-Z95 = 1.959964
-EPS_TOL = 1e-6
 
 STATEMENTS = {
     "1": "Channels-only (chans: random frozen spatial filters) reaches nearly the accuracy of the fully "
@@ -252,14 +251,14 @@ def claim3(summary: pd.DataFrame, diagnostics: pd.DataFrame | None = None, recip
 
 def claim3b(summary: pd.DataFrame, diagnostics: pd.DataFrame | None = None, recipe: str | None = None,
             eps: float = ROBUST_EPS, threat_model: str = "Linf") -> Verdict:
-    """Robust accuracy of smooth-sigma<s> rises with sigma: the largest sigma CI-separated
-    above the smallest and no pair reversed (CI-separated); flags on any smooth model -> not shown."""
-    tags = sorted({split_name(m)[1] for m in summary["model"].unique()
-                   if re.fullmatch(r"smooth-sigma[0-9.e+-]+", split_name(m)[1])
-                   and (recipe is None or split_name(m)[0] == recipe)},
-                  key=lambda t: float(t[len("smooth-sigma"):]))
-    accs = [(t, *robust_acc(summary, t, recipe, eps, threat_model)) for t in tags]
-    accs = [(float(t[len("smooth-sigma"):]), a, att) for t, a, att in accs if a is not None]
+    """Robust accuracy of the smooth variant rises with its sigma (the summary's sigma column): the
+    largest sigma CI-separated above the smallest and no pair reversed (CI-separated); flags on
+    any smooth model -> not shown."""
+    smooth = summary[(summary["variant"] == "smooth") & summary["sigma"].notna()]
+    sigmas = {split_name(m)[1]: float(s) for m, s in smooth[["model", "sigma"]].itertuples(index=False)
+              if recipe is None or split_name(m)[0] == recipe}
+    accs = [(sigmas[t], *robust_acc(summary, t, recipe, eps, threat_model)) for t in sorted(sigmas, key=sigmas.get)]
+    accs = [(s, a, att) for s, a, att in accs if a is not None]
     if len(accs) < 2:
         return _missing("3b", f"white-box rows at eps {eps:.4g} for at least two smooth sigmas "
                               f"in {recipe or 'any recipe'}")

@@ -19,8 +19,8 @@ Layout of ``--out DIR``::
 """
 from __future__ import annotations
 
-import argparse
 import html
+import json
 import math
 import sys
 import time
@@ -34,16 +34,22 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from matplotlib.figure import Figure
+from safetensors.torch import load_file, save_file
 
-from . import data as datasets
-from .config import check_seed, from_dict, load_toml
-from .errors import CheckpointError, ConfigError
-from .fileio import atomic_path, write_json_atomic, write_text_atomic
-from .models import count_params, create_model
-from .provenance import code_version, device_description, package_versions, stable_hash
+from .. import data as datasets
+from ..config import check_seed, from_dict, load_toml
+from ..device import resolve_device
+from ..errors import CheckpointError, ConfigError
+from ..fileio import atomic_path, write_json_atomic, write_text_atomic
+from ..page import html_page
+from ..models import count_params
+from ..provenance import code_version, device_description, package_versions, stable_hash
 # Same optimiser/schedule keys as classifier recipes.
-from .recipe import OptimSection, Recipe, ScheduleSection, check_runs, require_model_name
-from .variants import audit_frozen, parse_variant, resolve_variant, variant_tag
+from ..recipe import OptimSection, Recipe, ScheduleSection, check_runs, require_model_name
+from ..store import check_writable_dir, sha256_file
+from ..train import make_optimizer, optimizer_step, seeded_subset  # the classifier's subsets/schedule/optimiser
+from ..variants import audit_frozen, build_variant, parse_variant, resolve_variant, variant_tag
 
 FORMAT = "robustmix-unshuffle"
 FORMAT_VERSION = 1
@@ -174,8 +180,8 @@ def _uses_classification_only_keys(raw: dict) -> bool:
 def _assemble(name: str, variant: str, params: dict, seed: int, channels: int, pixel_mean: float,
               **model_args) -> nn.Module:
     """Registered classifier -> un-shuffle model by swapping its head (nothing else changes)."""
-    model = create_model(name, variant, variant_seed=seed, variant_params=params,
-                         **{**model_args, "patch_size": 1, "in_chans": channels})
+    model = build_variant(name, variant, variant_seed=seed, variant_params=params,
+                          **{**model_args, "patch_size": 1, "in_chans": channels})
     if not hasattr(model, "stem") or not hasattr(model, "blocks"):
         raise ConfigError(f"model '{name}' has no stem/blocks to reuse; use a convmixer_* model")
     dim = next(m for m in model.blocks.modules() if isinstance(m, nn.BatchNorm2d)).num_features
@@ -201,10 +207,6 @@ def build_unshuffle_model(recipe: UnshuffleRecipe, variant: str, seed: int, info
 
 def save_unshuffle_model(folder: Path, model: nn.Module, meta: dict) -> dict:
     """weights.safetensors then meta.json (the commit marker), each atomic."""
-    from safetensors.torch import save_file
-
-    from .store import sha256_file
-
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS) as tmp:
@@ -217,12 +219,6 @@ def save_unshuffle_model(folder: Path, model: nn.Module, meta: dict) -> dict:
 
 def load_unshuffle_model(folder: str | Path, device="cpu") -> tuple[nn.Module, dict]:
     """Rebuild a saved un-shuffle model after checking format and sha256 (never unpickles)."""
-    import json
-
-    from safetensors.torch import load_file
-
-    from .store import sha256_file
-
     folder = Path(folder)
     try:
         meta = json.loads((folder / META).read_text())
@@ -245,22 +241,13 @@ def load_unshuffle_model(folder: str | Path, device="cpu") -> tuple[nn.Module, d
 
 # --- training -----------------------------------------------------------------
 
-def _subset(n_total: int, n: int | None, seed: int, key: str, split: str) -> torch.Tensor:
-    if n is not None and n > n_total:  # silently using fewer images would mislabel the results
-        raise ConfigError(f"data.{key}: {n} is more than the {n_total} images of the {split} split; "
-                          f"use at most {n_total}, or leave it out for all of them")
-    if n is None or n == n_total:
-        return torch.arange(n_total)
-    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
-
-
 def _splits(recipe: UnshuffleRecipe):
     d = recipe.data
     d.validate("data")  # a recipe built or changed in Python skips the loader's checks
     train = datasets.load_dataset(d.name, "train", root=d.root, download=d.download)
     test = datasets.load_dataset(d.name, "test", root=d.root, download=d.download)
-    return (train, _subset(len(train), d.train_subset, d.subset_seed, "train_subset", "train"),
-            test, _subset(len(test), d.test_subset, d.subset_seed + 1, "test_subset", "test"))
+    return (train, seeded_subset(len(train), d.train_subset, d.subset_seed, "train_subset", "the train split"),
+            test, seeded_subset(len(test), d.test_subset, d.subset_seed + 1, "test_subset", "the test split"))
 
 
 def _mean_image(ds, idx: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -299,9 +286,6 @@ def _run_hash(recipe, variant: str, params: dict, seed: int) -> str:
 def train_unshuffle(recipe: UnshuffleRecipe, out_dir: str | Path, device: str | None = None,
                     log=None) -> pd.DataFrame:
     """Train every (variant x seed); a finished run with the same config is reused, not retrained."""
-    from .store import check_writable_dir
-    from .train import make_optimizer, optimizer_step, resolve_device  # the classifier's schedule/optimiser
-
     log = log or (lambda msg: print(msg, file=sys.stderr))
     dev = resolve_device(device or recipe.device)
     out_dir = Path(out_dir)
@@ -377,11 +361,10 @@ def train_unshuffle(recipe: UnshuffleRecipe, out_dir: str | Path, device: str | 
 def write_unshuffle_grid(recipe: UnshuffleRecipe, out_dir: str | Path, n_images: int = 8,
                          path: str | Path | None = None) -> Path:
     """PNG grid, one column per test image: rows truth / shuffled / each variant (first seed)."""
-    from matplotlib.figure import Figure
-
     out_dir = Path(out_dir)
     test = datasets.load_dataset(recipe.data.name, "test", root=recipe.data.root, download=recipe.data.download)
-    idx = _subset(len(test), recipe.data.test_subset, recipe.data.subset_seed + 1, "test_subset", "test")[:n_images]
+    idx = seeded_subset(len(test), recipe.data.test_subset, recipe.data.subset_seed + 1, "test_subset",
+                        "the test split")[:n_images]
     x = datasets.batch(test, idx)[0]
     perm = make_permutation(x.shape[-2], x.shape[-1], recipe.permutation_seed)
     rows = [("truth", x), ("shuffled", shuffle_images(x, perm))]
@@ -425,35 +408,9 @@ def write_unshuffle_report(results: pd.DataFrame, grid_png: str | Path | None, o
         rel = grid_png.relative_to(out_dir.resolve()) if grid_png.is_relative_to(out_dir.resolve()) else grid_png
         grid = (f'<h2>Test images</h2><img src="{html.escape(rel.as_posix())}" '
                 'alt="rows: truth, shuffled, then each variant">')
-    page = ("<!doctype html><meta charset='utf-8'><title>Pixel un-shuffling</title>"
-            "<h1>Pixel un-shuffling</h1><p>Test-set MSE and PSNR (dB, peak 1, from the test MSE); "
+    body = ("<h1>Pixel un-shuffling</h1><p>Test-set MSE and PSNR (dB, peak 1, from the test MSE); "
             "baselines: the shuffled image itself (identity) and the mean training image. "
-            f"Mean over seeds; per-seed rows in <a href='results.csv'>results.csv</a>.</p>{table}{grid}\n")
+            f"Mean over seeds; per-seed rows in <a href='results.csv'>results.csv</a>.</p>{table}{grid}")
     index = out_dir / "index.html"
-    write_text_atomic(index, page)
+    write_text_atomic(index, html_page("Pixel un-shuffling", body))
     return [csv, index]
-
-
-# --- CLI ----------------------------------------------------------------------
-
-def cmd_unshuffle(args) -> int:
-    recipe = load_unshuffle_recipe(args.recipe, {"epochs": args.epochs})
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    results = train_unshuffle(recipe, out, device=args.device)
-    grid = write_unshuffle_grid(recipe, out)
-    paths = write_unshuffle_report(results, grid, out)
-    print(summarise(results).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"\n{time.perf_counter() - t0:.0f}s; report in {paths[-1]}")
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``robustmix unshuffle RECIPE --out DIR [--epochs N --device D]``."""
-    p = subparsers.add_parser("unshuffle", help="train models that undo a fixed pixel shuffle; report PSNR")
-    p.add_argument("recipe", help="un-shuffle recipe TOML, e.g. zoo/fashion-mnist-unshuffle.toml")
-    p.add_argument("--out", required=True, help="output directory (models, results.csv, grid.png, index.html)")
-    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    p.add_argument("--device", help="auto | cpu | cuda[:N]")
-    p.set_defaults(fn=cmd_unshuffle)
-    return p

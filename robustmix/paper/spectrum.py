@@ -1,4 +1,4 @@
-"""Spectral view of a spatial filter bank, and the file-name slug of a model.
+"""Spectral view of a spatial filter bank.
 
 A depthwise block's spatial filters (C, k, k) are zero-padded to n x n and
 Fourier transformed; the *spectral envelope* is the element-wise maximum of
@@ -8,38 +8,16 @@ reaches as filters are added.
 """
 from __future__ import annotations
 
-import hashlib
-import re
-
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Default coverage threshold, as a fraction of the mean per-filter peak |DFT|.
 # Half the typical peak gain (-6 dB) is the usual "pass band" cut-off: a
 # frequency counts as covered when some filter passes it at least half as
 # strongly as a typical filter passes its best frequency.
 DEFAULT_THRESHOLD_FRACTION = 0.5
-
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-
-
-def model_slug(name: str) -> str:
-    """Filesystem-safe, deterministic id of a model name (used for banks/<slug>.npy).
-
-    Names that are already safe (letters, digits, ``._-``, at most 80 chars,
-    not starting with a dot) are kept unchanged so file names stay readable.
-    Any other name is reduced to its safe characters plus 8 hex digits of its
-    SHA-1: two names that sanitise alike (``a b`` / ``a/b``) still get
-    different files, and the same name always maps to the same file.
-    """
-    name = str(name)
-    if _SAFE.match(name):
-        return name
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:60] or "model"
-    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
-    return f"{base}-{digest}"
 
 
 def _as_bank(bank) -> np.ndarray:

@@ -4,26 +4,28 @@ A bank is the (C, k, k) weight of one depthwise (SpatialMix) layer: either
 taken from a trained model, or generated here through the very fill
 functions the variants use (``robustmix.variants.VARIANTS[...].fill``), so a
 generated bank is bit-identical to the first frozen layer of a model built
-with that variant and seed. The envelope math is ``robustmix.spectrum``.
+with that variant and seed. The envelope math is ``robustmix.paper.spectrum``.
 
 ``spectrum_table`` gives, per bank, the envelope's coverage as the bank grows
 from 1 to C filters; ``write_spectrum_report`` writes it as CSV plus a figure
-(coverage vs filters, one line per bank; envelope images of the full banks).
+(coverage vs filters, one line per bank; envelope images of the full banks);
+``analyse_spectrum`` does both for ``robustmix analyze spectrum``.
 """
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from .errors import ConfigError, StoreError
-from .fileio import atomic_path
-from .models.layers import SpatialMix
+from ..errors import ConfigError, StoreError
+from ..fileio import atomic_path
+from ..models.layers import SpatialMix
+from ..store import ModelStore, default_store_root, load_checkpoint
+from ..variants import VARIANTS, parse_variant, resolve_variant
 from .spectrum import DEFAULT_THRESHOLD_FRACTION, _magnitudes, envelope_coverage
-from .variants import VARIANTS, parse_variant, resolve_variant
 
 # Generated bank kind -> the variant whose fill draws it. "random" is the
 # framework's default init of a depthwise conv, i.e. what `chans` freezes.
@@ -73,8 +75,6 @@ def parse_bank(text: str) -> tuple[str, dict]:
 
 def model_banks(source: str, layer: str = "0", store_root=None) -> dict[str, np.ndarray]:
     """Banks of a trained model (zoo name or checkpoint dir), by ``name[layer]``; ``layer`` = index or 'all'."""
-    from .store import ModelStore, default_store_root, load_checkpoint
-
     path = Path(source)
     if path.is_dir() and (path / "meta.json").is_file():
         model, _ = load_checkpoint(path)
@@ -141,8 +141,6 @@ def spectrum_table(banks: dict[str, np.ndarray], n: int = 32, threshold: float |
 def write_spectrum_report(table: pd.DataFrame, banks: dict[str, np.ndarray], out_dir: str | Path,
                           stem: str = "spectrum") -> list[Path]:
     """``spectrum.csv`` plus ``spectrum.png``/``.svg``: coverage curves and full-bank envelopes."""
-    from matplotlib.figure import Figure
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv = out_dir / f"{stem}.csv"
@@ -205,51 +203,31 @@ def _check_dft_size(banks: dict[str, np.ndarray], n: int) -> None:
                           f"{per_cell * n * n / 2**30:.0f} GiB; use --n {biggest} or less")
 
 
-def cmd_spectrum(args) -> int:
-    if args.layer is not None and not args.model:
+def analyse_spectrum(out_dir, bank_texts: list[str] | None = None, models: list[str] | None = None,
+                     layer: str | None = None, store_root=None, channels: int = 64, kernel_size: int = 5,
+                     seed: int = 0, n: int = 32) -> tuple[pd.DataFrame, list[Path]]:
+    """Generated banks (``"correlated:rho=0.9"``) and/or banks of trained models -> table and files.
+
+    With neither, the Figure 1/3 set (DEFAULT_BANKS) is drawn.
+    """
+    if layer is not None and not models:
         raise ConfigError("--layer picks a layer of a trained model; pass --model NAME with it")
     banks, params = {}, {}
-    specs = args.bank or ([] if args.model else DEFAULT_BANKS)
-    for text in specs:
+    for text in bank_texts or ([] if models else DEFAULT_BANKS):
         kind, p = parse_bank(text)
         label = bank_label(kind, p)
-        banks[label] = bank_for(kind, args.channels, args.kernel_size, seed=args.seed, **p)
-        params[label] = {"kind": kind, "seed": args.seed, **p}
-    for source in args.model or []:
-        found = model_banks(source, args.layer or "0", args.store)  # a corrupt checkpoint stays a CheckpointError
+        banks[label] = bank_for(kind, channels, kernel_size, seed=seed, **p)
+        params[label] = {"kind": kind, "seed": seed, **p}
+    for source in models or []:
+        found = model_banks(source, layer or "0", store_root)  # a corrupt checkpoint stays a CheckpointError
         banks.update(found)
         params.update({label: {"kind": "model"} for label in found})
     if banks:  # no bank at all is spectrum_table's error
-        _check_dft_size(banks, args.n)
-    table = spectrum_table(banks, n=args.n, params=params)
+        _check_dft_size(banks, n)
+    table = spectrum_table(banks, n=n, params=params)
     try:
-        paths = write_spectrum_report(table, banks, args.out)
+        paths = write_spectrum_report(table, banks, out_dir)
     except OSError as exc:  # nothing is written before the directory and its first file exist
-        raise StoreError(f"cannot write to {args.out}: {exc.strerror or exc}; "
+        raise StoreError(f"cannot write to {out_dir}: {exc.strerror or exc}; "
                          "pass --out DIR, a writable directory (not a file)") from None
-    last = table.groupby("bank", sort=False).tail(1)
-    print(last[["bank", "n_filters", "coverage", "mean_magnitude", "high_freq_fraction"]]
-          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print("\nwritten: " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``robustmix analyze spectrum ...``."""
-    a = subparsers.add_parser("analyze", help="analyses of filter banks (spectral envelope)")
-    sub = a.add_subparsers(dest="analyze_cmd", required=True)
-    s = sub.add_parser("spectrum", help="spectral-envelope coverage of generated and/or trained filter banks")
-    s.add_argument("--bank", action="append", metavar="KIND[:k=v,...]",
-                   help=f"generated bank (repeatable): {', '.join(BANK_KINDS)}, e.g. correlated:rho=0.9; "
-                        "default: the Figure 1/3 set when no --model is given")
-    s.add_argument("--model", action="append", metavar="NAME|DIR",
-                   help="trained model (repeatable): zoo name (robustmix zoo list) or checkpoint directory")
-    s.add_argument("--layer", help="SpatialMix layer of --model: index (default 0, the first) or 'all'")
-    s.add_argument("--store", help="zoo store directory (default zoo/store or $ROBUSTMIX_ZOO)")
-    s.add_argument("--channels", type=int, default=64, help="filters per generated bank (default 64)")
-    s.add_argument("--kernel-size", type=int, default=5, help="kernel size of generated banks (default 5)")
-    s.add_argument("--seed", type=int, default=0, help="variant seed of generated banks (default 0)")
-    s.add_argument("--n", type=int, default=32, help="DFT size (default 32)")
-    s.add_argument("--out", required=True, help="output directory for spectrum.csv/.png/.svg")
-    s.set_defaults(fn=cmd_spectrum)
-    return a
+    return table, paths

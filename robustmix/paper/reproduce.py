@@ -8,23 +8,31 @@ with ``model.args.dim = dim``), evaluate them with evals/paper-cpu.toml
 of generated banks (analysis), train the un-shuffle recipe
 (``unshuffle.train_unshuffle`` reuses finished runs), then write
 ``OUT/index.html``: one section per claim with its numbers, CIs and verdict
-(robustmix.verdicts), built in a temporary directory and moved into place.
+(robustmix.paper.verdicts), built in a temporary directory and moved into place.
 ``quick=True`` shrinks everything (a few hundred images, one epoch) into a
 separate store/results so real runs are never overwritten: a smoke test only.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import copy
 import html
-import os
-import shutil
-import tempfile
+import json
 from pathlib import Path
 
-from .config import from_dict, load_toml
-from .errors import ConfigError
+from ..config import from_dict, load_toml
+from ..evaluate import run_eval
+from ..fileio import write_text_atomic
+from ..page import html_page
+from ..recipe import load_recipe
+from ..report import write_report
+from ..results import load_results
+from ..spec import EvalSpec
+from ..store import ModelStore, default_store_root
+from ..train import train_recipe
+from .analysis import bank_for, bank_label, parse_bank, spectrum_table, write_spectrum_report
+from .unshuffle import load_unshuffle_recipe, train_unshuffle, write_unshuffle_grid, write_unshuffle_report
+from .verdicts import all_verdicts
 
 CPU_WIDTHS = (16, 32, 64)
 GPU_WIDTHS = (128, 256)  # paper scale: pass widths=CPU_WIDTHS + GPU_WIDTHS on a GPU
@@ -40,8 +48,6 @@ FIGURE_FOR = {"3": "robustness_curves", "3b": "robustness_curves"}
 
 
 def classify_recipes(root: Path, widths=CPU_WIDTHS, quick: bool = False) -> list:
-    from .recipe import load_recipe
-
     out = [load_recipe(root / ZOO["controls"]), load_recipe(root / ZOO["smoothing"])]
     base = load_recipe(root / ZOO["width"])
     for dim in widths:
@@ -57,9 +63,6 @@ def classify_recipes(root: Path, widths=CPU_WIDTHS, quick: bool = False) -> list
 
 def paper_spec(root: Path, store, results, quick: bool = False):
     """evals/paper-cpu.toml with patterns that match nothing dropped, plus the demo zoo if present."""
-    from .spec import EvalSpec
-    from .store import ModelStore
-
     data = load_toml(root / SPEC)
     data.setdefault("name", Path(SPEC).stem)
     zoo = ModelStore(store)
@@ -81,8 +84,6 @@ def paper_spec(root: Path, store, results, quick: bool = False):
 
 
 def spectrum(channels: int = 32, kernel_size: int = 5, seed: int = 0):
-    from .analysis import bank_for, bank_label, parse_bank, spectrum_table
-
     banks = {}
     for text in SPECTRUM_BANKS:
         kind, params = parse_bank(text)
@@ -93,13 +94,6 @@ def spectrum(channels: int = 32, kernel_size: int = 5, seed: int = 0):
 def reproduce_paper(out_dir="reports/paper", store=None, results=None, device=None, quick: bool = False,
                     root=".", widths=CPU_WIDTHS, log=print) -> Path:
     """Run every step (resumably) and write ``out_dir/index.html``; return its path."""
-    from .evaluate import run_eval
-    from .report import load_results, write_report
-    from .store import ModelStore, default_store_root
-    from .train import train_recipe
-    from .unshuffle import load_unshuffle_recipe, train_unshuffle, write_unshuffle_grid, write_unshuffle_report
-    from .verdicts import all_verdicts
-
     root, out = Path(root), Path(out_dir)
     suffix = "-quick" if quick else ""
     store = Path(store or (f"zoo/store{suffix}" if quick else default_store_root()))
@@ -114,7 +108,6 @@ def reproduce_paper(out_dir="reports/paper", store=None, results=None, device=No
     res = load_results(results)
     write_report(results, out / "eval")
     table, banks = spectrum()
-    from .analysis import write_spectrum_report
     write_spectrum_report(table, banks, out / "spectrum")
     un = load_unshuffle_recipe(root / ZOO["unshuffle"])
     if quick:
@@ -146,10 +139,8 @@ def _embed(path) -> str:
 
 
 def write_index(verdicts, out_dir, figures: dict | None = None, links: dict | None = None) -> Path:
-    """Self-contained ``out_dir/index.html`` (figures embedded as data URIs), built in a temp
-    dir beside it and moved into place; everything from the data is HTML-escaped."""
-    import json
-
+    """Self-contained ``out_dir/index.html`` (figures embedded as data URIs), written
+    atomically; everything from the data is HTML-escaped."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     links = links or {}
@@ -164,45 +155,10 @@ def write_index(verdicts, out_dir, figures: dict | None = None, links: dict | No
             f"<p><i>{html.escape(v.statement)}</i></p><p>{html.escape(v.evidence)}</p>{fig}"
             f"<details><summary>numbers</summary><pre>{nums}</pre></details></section>")
     nav = " · ".join(f'<a href="{html.escape(href)}">{html.escape(name)}</a>' for name, href in links.items())
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>robustmix: paper claims</title>"
-            f"<style>{_CSS}</style></head><body><h1>Rethinking the Role of Spatial Mixing: claims, measured</h1>"
-            "<p>Verdicts are computed from the data by robustmix.verdicts: <b>holds</b> and <b>does not hold</b> "
+    body = ("<h1>Rethinking the Role of Spatial Mixing: claims, measured</h1>"
+            "<p>Verdicts are computed from the data by robustmix.paper.verdicts: <b>holds</b> and <b>does not hold</b> "
             "need the difference outside the 95% intervals; <b>not shown</b> means intervals overlap, data are "
             "missing, or a diagnostic flag (possible gradient masking) makes robustness numbers untrustworthy."
-            f"</p><p>{nav}</p>{''.join(sections)}</body></html>\n")
-    tmp = Path(tempfile.mkdtemp(prefix=".index.tmp-", dir=out))
-    try:
-        (tmp / "index.html").write_text(page, encoding="utf-8")
-        os.replace(tmp / "index.html", out / "index.html")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            f"</p><p>{nav}</p>{''.join(sections)}")
+    write_text_atomic(out / "index.html", html_page("robustmix: paper claims", body, _CSS))
     return out / "index.html"
-
-
-def cmd_reproduce(args) -> int:
-    from .distributed import current_world
-
-    # The pipeline mixes one-process steps (un-shuffling, figures) with train and eval;
-    # under torchrun each rank would redo them. Scale out its train/eval steps instead.
-    if current_world().distributed:
-        raise ConfigError("reproduce runs in one process; under torchrun run its steps instead: "
-                          "`robustmix train zoo/RECIPE.toml` and `robustmix eval evals/SPEC.toml`")
-    index = reproduce_paper(args.out, store=args.store, results=args.results, device=args.device,
-                            quick=args.quick)
-    print(f"report in {index}")
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``robustmix reproduce paper [--out DIR] [--device D] [--quick]``."""
-    p = subparsers.add_parser("reproduce", help="reproduce the paper's claims end to end, with verdicts")
-    sub = p.add_subparsers(dest="reproduce_cmd", required=True)
-    s = sub.add_parser("paper", help="train, evaluate, analyse; write OUT/index.html with one verdict per claim")
-    s.add_argument("--out", default="reports/paper", help="report directory (default reports/paper)")
-    s.add_argument("--store", help="zoo store (default zoo/store or $ROBUSTMIX_ZOO; zoo/store-quick with --quick)")
-    s.add_argument("--results", help="result store (default results/paper-cpu[-quick])")
-    s.add_argument("--device", help="auto | cpu | cuda[:N]")
-    s.add_argument("--quick", action="store_true",
-                   help="smoke test: a few hundred images, 1 epoch, tiny attacks (separate store)")
-    s.set_defaults(fn=cmd_reproduce)
-    return p
