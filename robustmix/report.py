@@ -31,6 +31,7 @@ from .export import EPS_TOL, format_eps
 from .fileio import umask
 from .schema import WORST_CASE
 from .spectrum import model_slug
+from .stats import curve_auc
 
 # Columns the report and export cannot do without; the others of
 # schema.SUMMARY_COLUMNS are shown when present.
@@ -213,12 +214,7 @@ def missing_cells(summary: pd.DataFrame) -> pd.DataFrame:
 def auc(d: pd.DataFrame) -> float:
     """Area under robust accuracy vs eps (trapezoid), divided by the eps range: in [0, 1]."""
     d = d.dropna(subset=["robust_acc"]).sort_values("eps")
-    if len(d) == 0:
-        return math.nan
-    if len(d) == 1:
-        return float(d["robust_acc"].iloc[0])
-    x, y = d["eps"].to_numpy(float), d["robust_acc"].to_numpy(float)
-    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / (x[-1] - x[0]))
+    return curve_auc(d["eps"].to_numpy(float), d["robust_acc"].to_numpy(float))
 
 
 def headline(results: Results) -> str:
