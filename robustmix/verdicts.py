@@ -37,23 +37,22 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .results import Comparison, example_table, paired_comparison
+from .claim_tests import (BLACK_BOX, FAILS, HOLDS, NOT_SHOWN, Test, _pct, adjusted, combine, decide,
+                          pair_comparisons, seed_pairs, seeds_of, split_name, white_box)
+from .results import example_table
 from .schema import WORST_CASE
 from .stats import ALPHA, POWER, holm, mdd_seeds, seed_summary
-
-HOLDS, FAILS, NOT_SHOWN = "holds", "does not hold", "not shown"
 
 # Claim 1: "nearly the accuracy" = full - chans clean accuracy below this (2 points), tested.
 CLOSE_TOL = 0.02
 # Claims 3: robustness compared at this Linf eps (8/255), worst case over white-box attacks.
 ROBUST_EPS = 8 / 255
-BLACK_BOX = ("square", "transfer")
 # Claim 6: chans must beat both baselines by this many dB and be within this many dB of full.
 BASELINE_MARGIN_DB = 1.0
 UNSHUFFLE_TOL_DB = 3.0
@@ -75,39 +74,6 @@ STATEMENTS = {
 
 
 @dataclass
-class Test:
-    """The test that decides a claim: an estimate (a difference in accuracy, A - B) against
-    ``null``, its 95% interval and p-value; ``p_holm`` once adjusted over the claims."""
-    what: str
-    method: str
-    estimate: float
-    ci_low: float
-    ci_high: float
-    p: float
-    n: int
-    seeds: int
-    mdd: float                   # minimum detectable difference, 80% power, at this n and seeds
-    null: float = 0.0
-    p_holm: float | None = None
-    dominant: str | None = None  # seed-to-seed | sampling (k >= 2)
-    per_seed: list = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def __str__(self):
-        p = f"p = {self.p:.3g}" + (f" (Holm {self.p_holm:.3g})" if self.p_holm is not None else "")
-        seeds = f", {self.seeds} seeds, {self.dominant} variance dominates" if self.seeds > 1 else ""
-        return (f"{self.what}: {_pct(self.estimate)} points [{_pct(self.ci_low)}, {_pct(self.ci_high)}], "
-                f"{p}, n={self.n}{seeds} ({self.method})")
-
-    def mdd_text(self) -> str:
-        seeds = f"{self.seeds} seeds" if self.seeds > 1 else "1 seed"
-        return (f"minimum detectable difference at n={self.n}, {seeds}: {_pct(self.mdd)} points "
-                f"({POWER:.0%} power, alpha {ALPHA:g})")
-
-
-@dataclass
 class Verdict:
     claim: str
     statement: str
@@ -119,89 +85,6 @@ class Verdict:
 
 
 # --------------------------------------------------------------------------- helpers
-
-def split_name(name: str) -> tuple[str, str, int | None]:
-    """``"rec/smooth-sigma2-s0"`` -> ("rec", "smooth-sigma2", 0); names without a seed keep the tag."""
-    recipe, _, rest = str(name).rpartition("/")
-    m = re.fullmatch(r"(.+)-s(\d+)", rest)
-    return (recipe, m.group(1), int(m.group(2))) if m else (recipe, rest, None)
-
-
-def _names(examples: pd.DataFrame | None) -> list[str]:
-    return [] if examples is None or examples.empty else list(dict.fromkeys(examples["model"]))
-
-
-def seeds_of(examples: pd.DataFrame, tag: str, recipe: str | None = None) -> dict:
-    """{seed: model name} of the variant ``tag`` (in ``recipe``)."""
-    out = {}
-    for m in _names(examples):
-        r, t, s = split_name(m)
-        if t == tag and (recipe is None or r == recipe):
-            out[s] = m
-    return out
-
-
-def seed_pairs(examples, tag_a: str, tag_b: str, recipe: str | None = None) -> list[tuple]:
-    """(seed, model_a, model_b) for the seeds both variants have; two seedless names pair up."""
-    a, b = seeds_of(examples, tag_a, recipe), seeds_of(examples, tag_b, recipe)
-    return [(s, a[s], b[s]) for s in sorted(set(a) & set(b), key=lambda x: (x is None, x))]
-
-
-def white_box(examples: pd.DataFrame) -> list[str]:
-    """Attack labels other than the black-box ones (by label or kind)."""
-    kinds = examples.drop_duplicates("attack").set_index("attack").get("attack_kind")
-    return [a for a in examples["attack"].unique()
-            if a not in BLACK_BOX and (kinds is None or kinds.get(a) not in BLACK_BOX)]
-
-
-def pair_comparisons(examples, pairs, threat_model: str, eps: float, attacks=None) -> list[Comparison]:
-    """One paired comparison per (seed, A, B) at eps, worst case over ``attacks`` per example
-    (eps 0: clean accuracy, every attack agrees there)."""
-    out = []
-    for _, a, b in pairs:
-        t = example_table(examples, threat_model, eps, WORST_CASE, [a, b], attacks)
-        if len(t):
-            out.append(paired_comparison(t[a].to_numpy(bool), t[b].to_numpy(bool), model_a=a, model_b=b,
-                                         threat_model=threat_model, eps=float(eps), attack=WORST_CASE,
-                                         dropped=int(t.attrs["dropped"])))
-    return out
-
-
-def combine(comps: list[Comparison], what: str, null: float = 0.0, alpha: float = ALPHA) -> Test | None:
-    """The deciding test over per-seed comparisons: k >= 2 -> t over seeds; one seed -> exact
-    McNemar (``null`` = 0) or, against a tolerance ``null`` != 0, a paired Wald z test."""
-    if not comps:
-        return None
-    per_seed = [c.as_dict() for c in comps]
-    if len(comps) >= 2:
-        s = seed_summary([c.diff - null for c in comps], [c.variance for c in comps], alpha)
-        return Test(what, f"t test over {s['k']} seeds of the per-seed paired differences", s["mean"] + null,
-                    s["ci_low"] + null, s["ci_high"] + null, s["p"], comps[0].n, s["k"],
-                    mdd_seeds(s["k"], s["sd"], alpha), null, dominant=s["dominant"], per_seed=per_seed)
-    c = comps[0]
-    if null == 0:
-        return Test(what, "exact McNemar; Newcombe hybrid score interval", c.diff, c.ci_low, c.ci_high, c.p,
-                    c.n, 1, c.mdd, per_seed=per_seed)
-    se = math.sqrt(c.variance)
-    p = float(2 * sps.norm.sf(abs(c.diff - null) / se)) if se > 0 else float(c.diff == null)
-    return Test(what, f"paired Wald z test against {_pct(null)} points; Newcombe hybrid score interval",
-                c.diff, c.ci_low, c.ci_high, p, c.n, 1, c.mdd, null, per_seed=per_seed)
-
-
-def decide(test: Test, favour: int, alpha: float = ALPHA) -> str:
-    """holds / does not hold / not shown from the (Holm-adjusted, if set) p-value and the
-    sign of estimate - null (``favour``: +1 if the claim says it is positive)."""
-    p = test.p_holm if test.p_holm is not None else test.p
-    if not p < alpha:
-        return NOT_SHOWN
-    return HOLDS if np.sign(test.estimate - test.null) == favour else FAILS
-
-
-def _adjusted(test: Test | None, p_holm: float | None) -> Test | None:
-    if test is not None and p_holm is not None and not math.isnan(p_holm):
-        test.p_holm = float(p_holm)
-    return test
-
 
 def flagged(diagnostics: pd.DataFrame | None, models) -> dict[str, list[str]]:
     """Diagnostic flags raised on any of ``models``."""
@@ -219,10 +102,6 @@ def flagged(diagnostics: pd.DataFrame | None, models) -> dict[str, list[str]]:
 def _missing(claim: str, what: str) -> Verdict:
     return Verdict(claim, STATEMENTS[claim], NOT_SHOWN,
                    f"No data: {what}; no test, so no minimum detectable difference either.", {})
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
 
 
 def _tested(claim: str, test: Test, favour: int, text: str, nums: dict, alpha: float,
@@ -254,7 +133,7 @@ def claim1(examples: pd.DataFrame, recipe: str | None = None, tol: float = CLOSE
     test = combine(pair_comparisons(examples, pairs, threat_model, 0.0), "full - chans clean accuracy", tol, alpha)
     if test is None:
         return _missing("1", f"clean accuracy of full and chans in {recipe or 'any recipe'}")
-    test = _adjusted(test, p_holm)
+    test = adjusted(test, p_holm)
     return _tested("1", test, -1, f"clean-accuracy gap tested against a tolerance of {_pct(tol)} points",
                    {"tolerance": tol}, alpha, {HOLDS: "significantly within tolerance",
                                                 FAILS: "significantly beyond tolerance",
@@ -269,7 +148,7 @@ def claim2(examples: pd.DataFrame, recipe: str | None = None, threat_model: str 
                    alpha=alpha)
     if test is None:
         return _missing("2", f"clean accuracy of space and chans in {recipe or 'any recipe'}")
-    return _tested("2", _adjusted(test, p_holm), +1, "paired clean-accuracy comparison", {}, alpha,
+    return _tested("2", adjusted(test, p_holm), +1, "paired clean-accuracy comparison", {}, alpha,
                    {HOLDS: "space significantly below chans", FAILS: "space significantly above chans"})
 
 
@@ -288,7 +167,7 @@ def claim3(examples: pd.DataFrame, diagnostics: pd.DataFrame | None = None, reci
     if test is None:
         return _missing("3", f"white-box {threat_model} rows at eps {eps:.4g} for {tag} and full "
                              f"in {recipe or 'any recipe'}")
-    test = _adjusted(test, p_holm)
+    test = adjusted(test, p_holm)
     suspects = [m for m in _names(examples)
                 if split_name(m)[1].startswith(("chans", "smooth")) and (recipe is None or split_name(m)[0] == recipe)]
     flags = flagged(diagnostics, suspects)
@@ -335,7 +214,7 @@ def claim3b(examples: pd.DataFrame, diagnostics: pd.DataFrame | None = None, rec
     test = test_of(tags[-1], tags[0])
     if test is None:
         return _missing("3b", f"white-box rows at eps {eps:.4g} for the smallest and largest smooth sigma")
-    test = _adjusted(test, p_holm)
+    test = adjusted(test, p_holm)
     models = [m for t in tags for m in seeds_of(examples, t, recipe).values()]
     flags = flagged(diagnostics, models)
     nums = {"eps": eps, "threat_model": threat_model, "flags": flags, "sigmas": list(sig.values())}
@@ -413,7 +292,7 @@ def claim4(spectrum: pd.DataFrame | None, examples: pd.DataFrame | None, recipe:
         weakest = (max(tests, key=lambda t: tests[t].p) if all(c.estimate > 0 for c in tests.values())
                    else min(tests, key=lambda t: tests[t].estimate))
         w = tests[weakest]
-        test = _adjusted(Test(f"chans - every control clean accuracy (intersection-union; weakest: {weakest})",
+        test = adjusted(Test(f"chans - every control clean accuracy (intersection-union; weakest: {weakest})",
                               w.method, w.estimate, w.ci_low, w.ci_high, max(c.p for c in tests.values()),
                               w.n, w.seeds, w.mdd, dominant=w.dominant, per_seed=w.per_seed), p_holm)
         parts.append("; ".join(str(c) for c in tests.values()))
@@ -480,7 +359,7 @@ def claim5(examples: pd.DataFrame, widths: dict[int, str] | None = None,
         p = float(2 * sps.norm.sf(abs(means[0]) / se)) if se > 0 else float(means[0] == 0)
         test = Test(what, "paired z test over examples, normal interval", means[0], means[0] - z * se,
                     means[0] + z * se, p, n, 1, (z + sps.norm.ppf(POWER)) * se, per_seed=per_seed)
-    test = _adjusted(test, p_holm)
+    test = adjusted(test, p_holm)
     gaps = {w: combine(pair_comparisons(examples, seed_pairs(examples, "full", "chans", widths[w]), threat_model,
                                         0.0), f"full - chans clean accuracy at width {w}", alpha=alpha) for w in have}
     text = "full - chans clean-accuracy gap by width: " + ", ".join(
