@@ -68,14 +68,14 @@ def split_name(name: str) -> tuple[str, str, int | None]:
     return (recipe, m.group(1), int(m.group(2))) if m else (recipe, rest, None)
 
 
-def _names(examples: pd.DataFrame | None) -> list[str]:
+def model_names(examples: pd.DataFrame | None) -> list[str]:
     return [] if examples is None or examples.empty else list(dict.fromkeys(examples["model"]))
 
 
 def seeds_of(examples: pd.DataFrame, tag: str, recipe: str | None = None) -> dict:
     """{seed: model name} of the variant ``tag`` (in ``recipe``)."""
     out = {}
-    for m in _names(examples):
+    for m in model_names(examples):
         r, t, s = split_name(m)
         if t == tag and (recipe is None or r == recipe):
             out[s] = m
@@ -144,5 +144,5 @@ def adjusted(test: Test | None, p_holm: float | None) -> Test | None:
     return test
 
 
-__all__ = ["Test", "split_name", "seeds_of", "seed_pairs", "white_box", "pair_comparisons", "combine", "decide",
+__all__ = ["Test", "split_name", "model_names", "seeds_of", "seed_pairs", "white_box", "pair_comparisons", "combine", "decide",
            "HOLDS", "FAILS", "NOT_SHOWN", "BLACK_BOX"]

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .claim_tests import (BLACK_BOX, FAILS, HOLDS, NOT_SHOWN, Test, _pct, adjusted, combine, decide,
+from .claim_tests import (BLACK_BOX, FAILS, HOLDS, NOT_SHOWN, Test, model_names, _pct, adjusted, combine, decide,
                           pair_comparisons, seed_pairs, seeds_of, split_name, white_box)
 from .results import example_table
 from .schema import WORST_CASE
@@ -168,7 +168,7 @@ def claim3(examples: pd.DataFrame, diagnostics: pd.DataFrame | None = None, reci
         return _missing("3", f"white-box {threat_model} rows at eps {eps:.4g} for {tag} and full "
                              f"in {recipe or 'any recipe'}")
     test = adjusted(test, p_holm)
-    suspects = [m for m in _names(examples)
+    suspects = [m for m in model_names(examples)
                 if split_name(m)[1].startswith(("chans", "smooth")) and (recipe is None or split_name(m)[0] == recipe)]
     flags = flagged(diagnostics, suspects)
     nums = {"eps": eps, "threat_model": threat_model, "attacks": white, "flags": flags}
@@ -197,7 +197,7 @@ def claim3b(examples: pd.DataFrame, diagnostics: pd.DataFrame | None = None, rec
     """Robust accuracy of smooth-sigma<s> rises with sigma: the largest sigma significantly above
     the smallest (paired, worst case over white-box attacks) and no pair of sigmas significantly
     reversed (Holm over the pairs at alpha); flags on any smooth model -> not shown."""
-    tags = sorted({split_name(m)[1] for m in _names(examples)
+    tags = sorted({split_name(m)[1] for m in model_names(examples)
                    if re.fullmatch(r"smooth-sigma[0-9.e+-]+", split_name(m)[1])
                    and (recipe is None or split_name(m)[0] == recipe)},
                   key=lambda t: float(t[len("smooth-sigma"):]))
@@ -275,7 +275,7 @@ def claim4(spectrum: pd.DataFrame | None, examples: pd.DataFrame | None, recipe:
         verdicts.append(NOT_SHOWN)
         parts.append(f"no spectrum table with bank '{random}'")
     test = None
-    tags = acc_controls or sorted({split_name(m)[1] for m in _names(examples)
+    tags = acc_controls or sorted({split_name(m)[1] for m in model_names(examples)
                                    if (recipe is None or split_name(m)[0] == recipe)
                                    and split_name(m)[1] not in ("full", "chans", "space")
                                    and not split_name(m)[1].startswith("smooth")})
@@ -324,7 +324,7 @@ def claim5(examples: pd.DataFrame, widths: dict[int, str] | None = None,
     interval; k >= 2 common seeds: the per-seed means are replicates (t over seeds)."""
     if widths is None:
         widths = {}
-        for m in _names(examples):
+        for m in model_names(examples):
             rec = split_name(m)[0]
             if rec.startswith(prefix) and rec[len(prefix):].isdigit():
                 widths[int(rec[len(prefix):])] = rec
