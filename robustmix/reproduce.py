@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .config import from_dict, load_toml
 from .errors import ConfigError
+from .stats import ALPHA
 
 CPU_WIDTHS = (16, 32, 64)
 GPU_WIDTHS = (128, 256)  # paper scale: pass widths=CPU_WIDTHS + GPU_WIDTHS on a GPU
@@ -98,6 +99,7 @@ def reproduce_paper(out_dir="reports/paper", store=None, results=None, device=No
     from .store import ModelStore, default_store_root
     from .train import train_recipe
     from .unshuffle import load_unshuffle_recipe, train_unshuffle, write_unshuffle_grid, write_unshuffle_report
+    from .results import load_examples
     from .verdicts import all_verdicts
 
     root, out = Path(root), Path(out_dir)
@@ -124,7 +126,7 @@ def reproduce_paper(out_dir="reports/paper", store=None, results=None, device=No
     un_results = train_unshuffle(un, un_dir, device=device, log=lambda m: None if quick else log(m))
     grid = write_unshuffle_grid(un, un_dir)
     write_unshuffle_report(un_results, grid, out / "unshuffle")
-    verdicts = all_verdicts(res.summary, res.diagnostics, table, un_results)
+    verdicts = all_verdicts(load_examples(results, res.summary), res.diagnostics, table, un_results)
     figures = {"4": out / "spectrum" / "spectrum.png", "6": grid}
     return write_index(verdicts, out, figures=figures,
                        links={"eval": "eval/index.html", "spectrum": "spectrum/spectrum.csv",
@@ -134,7 +136,9 @@ def reproduce_paper(out_dir="reports/paper", store=None, results=None, device=No
 _CSS = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
         ".v{font-weight:bold;padding:.1em .5em;border-radius:.3em}.holds{background:#cfc}"
         ".does-not-hold{background:#fcc}.not-shown{background:#eee}img{max-width:100%}"
-        "pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em}")
+        "pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em}"
+        ".test{border-collapse:collapse;margin:.5em 0}.test th,.test td{text-align:left;padding:.1em .6em;"
+        "border-bottom:1px solid #ddd;font-weight:normal}.test th{color:#555}")
 
 
 def _embed(path) -> str:
@@ -143,6 +147,23 @@ def _embed(path) -> str:
         return ""
     data = base64.b64encode(p.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(p.name)}" src="data:image/png;base64,{data}">'
+
+
+def _test_html(t, tested: bool) -> str:
+    """The deciding test of a claim: estimate, interval, p raw and Holm-adjusted, MDD."""
+    def pts(x):
+        return "—" if x is None or x != x else f"{100 * x:.1f}"
+
+    holm = "—" if t.p_holm is None else f"{t.p_holm:.3g}"
+    if not tested:
+        holm += " (not in the family: not decided by this test)"
+    seeds = f"{t.seeds} (dominant variance: {t.dominant})" if t.seeds > 1 else "1"
+    cells = [("test", f"{t.what}: {t.method}"), ("estimate [95% CI], points",
+                                                  f"{pts(t.estimate)} [{pts(t.ci_low)}, {pts(t.ci_high)}]"),
+             ("null", pts(t.null)), ("p", f"{t.p:.3g}"), ("p, Holm-adjusted", holm), ("n", str(t.n)),
+             ("seeds", seeds), ("minimum detectable difference (80% power), points", pts(t.mdd))]
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in cells)
+    return f'<table class="test">{rows}</table>'
 
 
 def write_index(verdicts, out_dir, figures: dict | None = None, links: dict | None = None) -> Path:
@@ -158,17 +179,23 @@ def write_index(verdicts, out_dir, figures: dict | None = None, links: dict | No
         cls = v.verdict.replace(" ", "-")
         nums = html.escape(json.dumps(v.numbers, indent=1, default=str, sort_keys=True))
         fig = _embed(figures[v.claim]) if figures and v.claim in figures else ""
+        test = _test_html(v.test, v.tested) if v.test is not None else ""
         sections.append(
             f'<section id="claim-{html.escape(v.claim)}"><h2>Claim {html.escape(v.claim)}: '
             f'<span class="v {cls}">{html.escape(v.verdict)}</span></h2>'
-            f"<p><i>{html.escape(v.statement)}</i></p><p>{html.escape(v.evidence)}</p>{fig}"
+            f"<p><i>{html.escape(v.statement)}</i></p><p>{html.escape(v.evidence)}</p>{test}{fig}"
             f"<details><summary>numbers</summary><pre>{nums}</pre></details></section>")
     nav = " · ".join(f'<a href="{html.escape(href)}">{html.escape(name)}</a>' for name, href in links.items())
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>robustmix: paper claims</title>"
             f"<style>{_CSS}</style></head><body><h1>Rethinking the Role of Spatial Mixing: claims, measured</h1>"
-            "<p>Verdicts are computed from the data by robustmix.verdicts: <b>holds</b> and <b>does not hold</b> "
-            "need the difference outside the 95% intervals; <b>not shown</b> means intervals overlap, data are "
-            "missing, or a diagnostic flag (possible gradient masking) makes robustness numbers untrustworthy."
+            "<p>Verdicts are computed from the data by robustmix.verdicts. Every model is evaluated on the "
+            "same examples, so each comparison is paired: the exact McNemar test with Newcombe's interval for "
+            "one seed, a t test over seeds when a variant has two or more. The claims' tests are one family, "
+            f"Holm-adjusted at alpha = {ALPHA:g}: <b>holds</b> and <b>does not hold</b> need an adjusted p "
+            "below alpha (in and against the claimed direction); <b>not shown</b> means it is not, the data "
+            "are missing, or a diagnostic flag (possible gradient masking) makes robustness numbers "
+            "untrustworthy. Each test gives its minimum detectable difference (80% power) at the study's n "
+            "and seeds."
             f"</p><p>{nav}</p>{''.join(sections)}</body></html>\n")
     tmp = Path(tempfile.mkdtemp(prefix=".index.tmp-", dir=out))
     try:

@@ -287,10 +287,14 @@ def test_fixture_store_end_to_end(tmp_path):
 def test_write_index_escapes_and_is_self_contained(tmp_path):
     from robustmix.reproduce import write_index
 
+    test = V.Test("chans - full <x>", "exact McNemar", 0.031, 0.004, 0.058, 0.0213, 2000, 1, 0.0125, p_holm=0.0639)
     vs = [V.Verdict("1", "s <b>", V.HOLDS, "<script>alert(1)</script>", {"x": "<i>"}),
-          V.Verdict("3", "t", V.NOT_SHOWN, "e", {})]
+          V.Verdict("3", "t", V.NOT_SHOWN, "e", {}, test, True)]
     index = write_index(vs, tmp_path / "paper", links={"eval": "eval/index.html"})
     page = index.read_text()
+    # Each claim's test: estimate and interval in points, p raw and Holm-adjusted, MDD.
+    assert "3.1 [0.4, 5.8]" in page and "<td>0.0213</td>" in page and "<td>0.0639</td>" in page
+    assert "<td>1.2</td>" in page and "chans - full &lt;x&gt;" in page
     assert "<script>alert" not in page and "&lt;script&gt;" in page
     assert 'class="v holds"' in page and 'class="v not-shown"' in page
     assert [p.name for p in (tmp_path / "paper").iterdir()] == ["index.html"]  # temp dir cleaned up
