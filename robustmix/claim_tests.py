@@ -144,5 +144,6 @@ def adjusted(test: Test | None, p_holm: float | None) -> Test | None:
     return test
 
 
-__all__ = ["Test", "split_name", "model_names", "seeds_of", "seed_pairs", "white_box", "pair_comparisons", "combine", "decide",
+__all__ = ["Test", "split_name", "model_names", "seeds_of", "seed_pairs", "white_box", "pair_comparisons",
+           "combine", "decide",
            "HOLDS", "FAILS", "NOT_SHOWN", "BLACK_BOX"]

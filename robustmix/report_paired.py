@@ -14,7 +14,7 @@ import html
 import numpy as np
 import pandas as pd
 
-from .results import compare, compare_seeds
+from .results import compact, compare, compare_seeds
 from .schema import WORST_CASE
 from .stats import ALPHA, holm
 
@@ -56,6 +56,7 @@ def paired_tables(examples: pd.DataFrame, summary: pd.DataFrame, models: pd.Data
     grid = sorted(e for e in summary.loc[summary["threat_model"] == tm, "eps"].unique() if e > 0)
     labels = dict(summary.loc[summary["threat_model"] == tm, ["eps", "eps_label"]].drop_duplicates("eps").values)
     rows, comps = [], {}
+    examples = compact(examples)
     for model, ref, group, seed in pairs:
         for eps in grid:
             c = compare(examples, model, ref, tm, eps, WORST_CASE, alpha=alpha)
@@ -117,6 +118,7 @@ def best_is_separated(examples: pd.DataFrame, best: str, others: list[str], thre
                       alpha: float = ALPHA) -> tuple[bool, dict[str, float]]:
     """Is ``best`` significantly above every model of ``others`` (paired exact McNemar, Holm over the
     comparisons)? Returns (separated, {other: Holm-adjusted p}); no shared examples -> p = nan."""
+    examples = compact(examples)
     tests = [compare(examples, best, o, threat_model, eps, WORST_CASE, alpha=alpha) for o in others]
     p = [t.p if t.n else np.nan for t in tests]
     adj, _ = holm(p, alpha)

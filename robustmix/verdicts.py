@@ -37,15 +37,16 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .claim_tests import (BLACK_BOX, FAILS, HOLDS, NOT_SHOWN, Test, model_names, _pct, adjusted, combine, decide,
-                          pair_comparisons, seed_pairs, seeds_of, split_name, white_box)
-from .results import example_table
+from .claim_tests import (BLACK_BOX, FAILS, HOLDS, NOT_SHOWN, Test, _pct, adjusted, combine, decide,
+                          model_names, pair_comparisons, seed_pairs, seeds_of, split_name, white_box)
+from .results import compact, example_table
 from .schema import WORST_CASE
 from .stats import ALPHA, POWER, holm, mdd_seeds, seed_summary
 
@@ -82,6 +83,8 @@ class Verdict:
     numbers: dict = field(default_factory=dict)
     test: Test | None = None     # the deciding test, if any
     tested: bool = False         # whether ``test`` decides it (and so enters the Holm family)
+    # The same verdict decided on a Holm-adjusted p (all_verdicts); None: the p does not change it.
+    redo: Callable[[float], "Verdict"] | None = field(default=None, repr=False, compare=False)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -113,7 +116,8 @@ def _tested(claim: str, test: Test, favour: int, text: str, nums: dict, alpha: f
     if verdict == NOT_SHOWN:
         reason = reason or "not significant"
         reason = f"{reason}; {test.mdd_text()}"
-    return Verdict(claim, STATEMENTS[claim], verdict, f"{text}. {test}: {reason}.", nums, test, True)
+    return Verdict(claim, STATEMENTS[claim], verdict, f"{text}. {test}: {reason}.", nums, test, True,
+                   lambda p: _tested(claim, replace(test, p_holm=p), favour, text, nums, alpha, why))
 
 
 def _masked(claim: str, test: Test, flags: dict, text: str, nums: dict) -> Verdict:
@@ -311,7 +315,9 @@ def claim4(spectrum: pd.DataFrame | None, examples: pd.DataFrame | None, recipe:
     nums["parts"] = {"spectrum": verdicts[0], "accuracy": verdicts[1]}
     if test is not None:
         nums["test"] = test.as_dict()
-    return Verdict("4", STATEMENTS["4"], verdict, "; ".join(parts) + ".", nums, test, test is not None)
+    return Verdict("4", STATEMENTS["4"], verdict, "; ".join(parts) + ".", nums, test, test is not None,
+                   lambda p: claim4(spectrum, examples, recipe, random, controls, acc_controls, threat_model,
+                                    alpha, p))
 
 
 def claim5(examples: pd.DataFrame, widths: dict[int, str] | None = None,
@@ -364,7 +370,8 @@ def claim5(examples: pd.DataFrame, widths: dict[int, str] | None = None,
                                         0.0), f"full - chans clean accuracy at width {w}", alpha=alpha) for w in have}
     text = "full - chans clean-accuracy gap by width: " + ", ".join(
         f"{w}: {_pct(g.estimate)} [{_pct(g.ci_low)}, {_pct(g.ci_high)}] points" for w, g in gaps.items())
-    return _tested("5", test, +1, text, {"widths": have, "gaps": {w: g.as_dict() for w, g in gaps.items()}}, alpha, {HOLDS: "the gap shrinks", FAILS: "the gap grows"})
+    return _tested("5", test, +1, text, {"widths": have, "gaps": {w: g.as_dict() for w, g in gaps.items()}},
+                   alpha, {HOLDS: "the gap shrinks", FAILS: "the gap grows"})
 
 
 def claim6(results: pd.DataFrame | None, margin_db: float = BASELINE_MARGIN_DB,
@@ -412,15 +419,23 @@ def all_verdicts(examples: pd.DataFrame | None, diagnostics: pd.DataFrame | None
     if examples is None or examples.empty:
         out = [_missing(c, "no evaluation results") for c in ("1", "2", "3", "3b")]
         return out + [claim4(spectrum, None, alpha=alpha), _missing("5", "no evaluation results"), claim6(unshuffle)]
-    claims = [lambda p: claim1(examples, controls, alpha=alpha, p_holm=p),
-              lambda p: claim2(examples, controls, alpha=alpha, p_holm=p),
-              lambda p: claim3(examples, diagnostics, controls, eps, alpha=alpha, p_holm=p),
-              lambda p: claim3b(examples, diagnostics, smoothing, eps, alpha=alpha, p_holm=p),
-              lambda p: claim4(spectrum, examples, controls, alpha=alpha, p_holm=p),
-              lambda p: claim5(examples, prefix=width_prefix, alpha=alpha, p_holm=p)]
-    first = [c(None) for c in claims]
+    examples = compact(examples)
+    first = [claim1(examples, controls, alpha=alpha), claim2(examples, controls, alpha=alpha),
+             claim3(examples, diagnostics, controls, eps, alpha=alpha),
+             claim3b(examples, diagnostics, smoothing, eps, alpha=alpha),
+             claim4(spectrum, examples, controls, alpha=alpha), claim5(examples, prefix=width_prefix, alpha=alpha)]
     adj, _ = holm([v.test.p if v.tested and v.test is not None else np.nan for v in first], alpha)
-    return [c(None if np.isnan(p) else float(p)) for c, p in zip(claims, adj)] + [claim6(unshuffle)]
+    out = []
+    for v, p in zip(first, adj):
+        if np.isnan(p):
+            out.append(v)
+        elif v.redo is not None:
+            out.append(v.redo(float(p)))
+        else:  # a contradiction decided it; the adjusted p is shown all the same
+            v.test.p_holm = float(p)
+            v.numbers["test"] = v.test.as_dict()
+            out.append(v)
+    return out + [claim6(unshuffle)]
 
 
 def verdict_table(verdicts: list[Verdict]) -> pd.DataFrame:
