@@ -30,8 +30,9 @@ from .fileio import atomic_path, write_json_atomic, write_text_atomic
 from .schema import (DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_FORMAT, STORE_VERSION, SUMMARY_COLUMNS,
                      WORST_CASE)
 from .spectrum import model_slug
-from .stats import (ALPHA, Z95, auc_difference, curve_auc, mcnemar_exact, mdd_paired, mdd_seeds,  # noqa: F401
-                    paired_counts, paired_difference, paired_variance, seed_summary, wilson_interval)
+# wilson_interval lives in stats; aggregate uses it and callers keep importing it from here.
+from .stats import (ALPHA, auc_difference, curve_auc, mcnemar_exact, mdd_paired, mdd_seeds, paired_counts,
+                    paired_difference, paired_variance, seed_summary, wilson_interval)
 
 class ResultStore:
     def __init__(self, root: str | Path):

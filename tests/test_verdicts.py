@@ -7,7 +7,7 @@ import pytest
 
 from robustmix import verdicts as V
 from robustmix.analysis import bank_for, bank_label, spectrum_table
-from robustmix.results import wilson_interval
+from robustmix.stats import wilson_interval
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
