@@ -313,6 +313,8 @@ def claim4(spectrum: pd.DataFrame | None, examples: pd.DataFrame | None, recipe:
         parts.append(f"no clean accuracy of chans and a control in {recipe or 'any recipe'}")
     verdict = FAILS if FAILS in verdicts else HOLDS if all(v == HOLDS for v in verdicts) else NOT_SHOWN
     nums["parts"] = {"spectrum": verdicts[0], "accuracy": verdicts[1]}
+    if verdict == NOT_SHOWN and test is not None and verdicts[1] == HOLDS:  # the spectrum part held it back
+        parts.append(f"accuracy part: {test.mdd_text()}")
     if test is not None:
         nums["test"] = test.as_dict()
     return Verdict("4", STATEMENTS["4"], verdict, "; ".join(parts) + ".", nums, test, test is not None,
