@@ -19,6 +19,72 @@ from .schema import WORST_CASE
 ZERO_GRAD_FRACTION = 0.10    # more than this share of examples with an all-zero input gradient
 PROB_TOL = 1e-3
 BLACK_BOX = ("square", "transfer")  # attack kinds that use no gradient of the model
+RANDOMIZED = "randomized"
+WITHOUT_EOT = "randomized-without-eot"
+
+
+@torch.no_grad()
+def forward_differs(model: nn.Module, x: torch.Tensor) -> bool:
+    """Do two forward passes on ``x`` differ (a randomised model)? The probe's test, for a process
+    that needs the answer before another one has written the probe."""
+    return not torch.equal(model(x), model(x))
+
+
+@torch.no_grad()
+def majority_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, votes: int,
+                     batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(robust, correct passes) of a randomised model: each example is classified ``votes``
+    times; it counts as correct when a strict majority of the passes are (stats.majority:
+    a tie is not robust). ``batch`` examples at a time."""
+    counts = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+    for s in range(0, len(x), batch):
+        xb, yb = x[s:s + batch], y[s:s + batch]
+        for _ in range(votes):
+            counts[s:s + batch] += (model(xb).argmax(1) == yb).long()
+    return counts * 2 > votes, counts
+
+
+def is_randomized(probe: dict | None, model: nn.Module, batch) -> bool:
+    """The probe's "randomized" flag; where another process has not written the probe yet, its
+    test (``forward_differs``, in eval mode) on ``batch()``."""
+    if probe is not None:
+        return any(flag == RANDOMIZED for flag, _ in probe["flags"])
+    previous = model.training
+    model.eval()
+    try:
+        return forward_differs(model, batch())
+    finally:
+        model.train(previous)
+
+
+def vote_results(model: nn.Module, res: dict, x, y, grid, votes: int, batch: int, nested: bool):
+    """Re-decide a randomised model's per-eps results (``attacks.sweep`` output, changed in place)
+    by majority over ``votes`` forward passes at each eps's final inputs; the attack itself saw
+    single passes. Nested sweeps stay monotone: an example broken at a smaller eps stays broken.
+    Returns ({eps: correct passes}, clean-correct). The caller seeds the RNG."""
+    previous = model.training
+    model.eval()
+    counts, before = {}, None
+    try:
+        for eps in grid:
+            robust, counts[eps] = majority_correct(model, res[eps].x_adv, y, votes, batch)
+            res[eps].correct = robust & before if nested and before is not None else robust
+            before = res[eps].correct
+        clean = res[grid[0]].correct if grid[0] == 0 else majority_correct(model, x, y, votes, batch)[0]
+    finally:
+        model.train(previous)
+    return counts, clean
+
+
+def eot_warnings(diagnostics: list[tuple[str, str, str]], attacks) -> list[tuple[str, str, str]]:
+    """(model, WITHOUT_EOT, detail) for every model flagged randomized when the spec runs AutoAttack
+    in a version other than 'rand' (EOT): the spec is obeyed, the numbers may overstate robustness."""
+    plain = [a.label for a in attacks if a.name == "autoattack" and a.params.get("version", "standard") != "rand"]
+    if not plain:
+        return []
+    return [(m, WITHOUT_EOT, f"AutoAttack without EOT ({', '.join(plain)}) on a randomised model: robust "
+                             "accuracy may be overstated; set version = \"rand\"")
+            for m, f, _ in diagnostics if f == RANDOMIZED]
 
 
 def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
@@ -34,7 +100,7 @@ def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes:
             a, b = model(x), model(x)
         if not torch.equal(a, b):
             diff = (a - b).abs().max().item()
-            flags.append(("randomized", f"two forward passes differ by up to {diff:.3g}"))
+            flags.append((RANDOMIZED, f"two forward passes differ by up to {diff:.3g}"))
         if a.min() >= -PROB_TOL and a.max() <= 1 + PROB_TOL and torch.allclose(
                 a.sum(1), torch.ones_like(a[:, 0]), atol=PROB_TOL):
             flags.append(("probability-outputs", "outputs are non-negative and rows sum to 1"))

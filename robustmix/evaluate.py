@@ -35,7 +35,7 @@ from tqdm import tqdm
 from . import data as datasets
 from .attacks import AttackResult, make_attack, sweep
 from .device import resolve_device
-from .diagnostics import check_curves, probe_model
+from .diagnostics import RANDOMIZED, check_curves, eot_warnings, is_randomized, probe_model, vote_results
 from .distributed import init_world, rank_device
 from .eps import format_eps
 from .errors import ConfigError, DataError, RobustmixError
@@ -44,7 +44,7 @@ from .models.layers import SpatialMix, count_params
 from .provenance import code_version, device_description, package_versions, stable_hash
 from .results import ResultStore, RunInfo, aggregate
 from .schema import DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_VERSION, VARIANT_PARAMS, WORST_CASE
-from .spec import AttackSpec, EvalSpec, check_n
+from .spec import DEFAULT_VOTES, AttackSpec, EvalSpec, check_n
 from .store import ModelStore, default_store_root, sha256_file
 
 PROBE_EXAMPLES = 64
@@ -225,6 +225,8 @@ def plan_units(spec: EvalSpec, targets: list[Target], data_id: list, n: int) -> 
                              spec.nested, STORE_VERSION]
                     if spec.precision != "fp32":  # so fp32 units keep the keys they had before precision existed
                         parts.append(spec.precision)
+                    if spec.randomized_votes != DEFAULT_VOTES:  # likewise; it decides a randomised model's rows
+                        parts.append(["votes", spec.randomized_votes])
                     units.append(Unit(target, attack, tm, grid, start, stop, source, stable_hash(parts)[:32]))
     return units
 
@@ -377,8 +379,16 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
             flags, _ = with_backoff(run_probe, min(PROBE_EXAMPLES, n), dev, f"{target.name} probe", log)
             store.write_probe(probe_keys[target.name], {"model": target.name, "flags": flags})
 
+        votes = 0
+        if mine and is_randomized(store.read_probe(probe_keys[target.name]), model,
+                                  lambda: datasets.batch(ds, indices[:PROBE_EXAMPLES])[0].to(dev)):
+            votes = spec.randomized_votes
+            log(f"{target.name}: randomised (two forward passes differ): every robust/not decision is a "
+                f"majority over {votes} forward passes (randomized_votes)")
+            for _, _, detail in eot_warnings([(target.name, RANDOMIZED, "")], spec.attack_list):
+                log(f"WARNING: {target.name}: {detail}. Running the spec as written; the report marks it.")
         for unit in mine:
-            micro = _run_unit(spec, store, unit, model, ds, indices, dev, micro, log)
+            micro = _run_unit(spec, store, unit, model, ds, indices, dev, micro, log, votes)
             bar.update()
             bar.set_postfix_str(f"{target.name} {unit.attack.label} {unit.threat_model}")
         del model
@@ -400,14 +410,16 @@ def _model_row(target: Target, model: nn.Module, info) -> dict:
     meta = getattr(model, "checkpoint_meta", None) or {}
     params = target.variant_params or {}
     return {"model": target.name, "variant": target.variant,
-            **{key: params.get(key, float("nan")) for key in VARIANT_PARAMS}, "arch": target.arch, "dataset": target.dataset or info.name, "train_seed": target.train_seed,
+            **{key: params.get(key, float("nan")) for key in VARIANT_PARAMS},
+            "arch": target.arch, "dataset": target.dataset or info.name, "train_seed": target.train_seed,
             "params": total, "trainable_params": trainable,
             "clean_acc": meta.get("metrics", {}).get("clean_acc", float("nan")), "source": target.source}
 
 
 def _run_unit(spec: EvalSpec, store: ResultStore, unit: Unit, model: nn.Module, ds, indices, dev, micro: int,
-              log) -> int:
-    """Attack one unit and write its rows; return the attack batch to carry on with."""
+              log, votes: int = 0) -> int:
+    """Attack one unit and write its rows; return the attack batch to carry on with. ``votes`` > 0:
+    a randomised model, whose robust/not decisions are majorities over that many passes."""
     target, attack, tm, grid = unit.target, unit.attack, unit.threat_model, unit.grid
     params = dict(attack.params)
     if unit.source is not None:
@@ -424,6 +436,10 @@ def _run_unit(spec: EvalSpec, store: ResultStore, unit: Unit, model: nn.Module, 
     tried = min(micro, len(idx))
     (res, clean), batch = with_backoff(lambda b: attack_chunk(atk, model, x, y, grid, seed, spec.nested, b),
                                        tried, dev, what, log)
+    counts = {}
+    if votes:
+        torch.manual_seed(_unit_seed(seed, "votes"))
+        counts, clean = vote_results(model, res, x, y, grid, votes, batch, spec.nested)
     rows = []
     for eps in grid:
         r = res[eps]
@@ -434,7 +450,8 @@ def _run_unit(spec: EvalSpec, store: ResultStore, unit: Unit, model: nn.Module, 
             "correct": r.correct.cpu().numpy(), "clean_correct": clean.cpu().numpy(),
             "margin": r.margin.cpu().numpy().astype(np.float32), "eval_seed": spec.seed,
             "precision": spec.precision, "attack_batch": np.int64(batch),
-            "unit": unit.key, "seconds": r.seconds, "passes": r.passes}))
+            "unit": unit.key, "seconds": r.seconds, "passes": r.passes,
+            **({"votes": counts[eps].cpu().numpy(), "vote_passes": np.int64(votes)} if votes else {})}))
     store.write_unit(unit.key, pd.concat(rows, ignore_index=True))
     robust = {e: int(res[e].correct.sum()) for e in grid}
     del res, rows, x, y
@@ -463,6 +480,7 @@ def finalize(spec, store, unit_keys, model_rows, probe_keys, dev, seconds, world
     diag = []
     for name, key in probe_keys.items():
         diag += [(name, flag, detail) for flag, detail in store.read_probe(key)["flags"]]
+    diag += eot_warnings(diag, spec.attack_list)
     diag += check_curves(summary[summary["attack"] != WORST_CASE]) if len(summary) else []
     wc = summary[summary["attack"] == WORST_CASE]
     diag += check_curves(wc.assign(attack_kind=WORST_CASE)) if len(wc) else []

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -30,6 +29,9 @@ from .page import esc, html_page
 from .paper.spectrum import envelope_coverage, spectral_envelope
 from .results import Results, load_results, model_flags
 from .schema import WORST_CASE
+from .compare import load_examples
+from .report_paired import best_is_separated, paired_html
+from .stats import ALPHA, curve_auc
 
 MARKER = ".robustmix-report"  # marks out_dir as ours, so a re-run may replace it
 
@@ -57,20 +59,18 @@ def missing_cells(summary: pd.DataFrame) -> pd.DataFrame:
 def auc(d: pd.DataFrame) -> float:
     """Area under robust accuracy vs eps (trapezoid), divided by the eps range: in [0, 1]."""
     d = d.dropna(subset=["robust_acc"]).sort_values("eps")
-    if len(d) == 0:
-        return math.nan
-    if len(d) == 1:
-        return float(d["robust_acc"].iloc[0])
-    x, y = d["eps"].to_numpy(float), d["robust_acc"].to_numpy(float)
-    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / (x[-1] - x[0]))
+    return curve_auc(d["eps"].to_numpy(float), d["robust_acc"].to_numpy(float))
 
 
-def headline(results: Results) -> str:
+def headline(results: Results, examples: pd.DataFrame | None = None) -> str:
     """One sentence (HTML) naming the most robust model at the most telling eps.
 
     Telling eps: the eps > 0 of the main threat model (most rows), evaluated
     for every model, where worst-case accuracies spread most. With one model
-    there is nothing to compare, so its accuracy at that eps is stated.
+    there is nothing to compare, so its accuracy at that eps is stated. "Most
+    robust" needs a paired test on the shared examples (``report_paired``)
+    against every other model; ``examples``: the store's per-example rows
+    (read from the store when not given).
     """
     s = results.summary
     wc = s[s["attack"] == WORST_CASE]
@@ -102,19 +102,28 @@ def headline(results: Results) -> str:
     if len(g) == 1:
         return (f"At {esc(tm)} eps = {label}, {who(best)} keeps {val(best)} worst-case robust "
                 f"accuracy.{caveat}")
-    overlapping = g.iloc[1:][g.iloc[1:]["ci_high"] >= best["ci_low"]]
-    if overlapping.empty:
-        second = g.iloc[1]
+    if examples is None:
+        examples = load_examples(results.root, s)
+    second = g.iloc[1]
+    if examples.empty:
+        return (f"At {esc(tm)} eps = {label} (where the models differ most), {who(best)} has the "
+                f"highest worst-case robust accuracy, {val(best)}; the store has no per-example rows, "
+                f"so no paired test says whether it is more robust than the runner-up {who(second)} "
+                f"at {val(second)}.{caveat}")
+    others = [str(m) for m in g["model"].iloc[1:]]
+    separated, adj = best_is_separated(examples, str(best["model"]), others, tm, eps)
+    if separated:
         return (f"At {esc(tm)} eps = {label} (where the models differ most), {who(best)} is the "
-                f"most robust: {val(best)} worst-case robust accuracy, and its 95% CI clears the "
-                f"runner-up {who(second)} at {val(second)}.{caveat}")
-    others = ", ".join(f"{esc(r['model'])} ({_pct(r['robust_acc'])})"
-                       for _, r in overlapping.head(5).iterrows())
-    more = f" and {len(overlapping) - 5} more" if len(overlapping) > 5 else ""
+                f"most robust: {val(best)} worst-case robust accuracy, significantly above every other "
+                f"model in paired tests on the same examples (exact McNemar, Holm-adjusted p &le; "
+                f"{max(adj.values()):.2g}); the runner-up {who(second)} is at {val(second)}.{caveat}")
+    close = [o for o in others if not adj[o] < ALPHA]
+    listed = ", ".join(f"{esc(o)} ({_pct(g.loc[g['model'] == o, 'robust_acc'].iloc[0])})" for o in close[:5])
+    more = f" and {len(close) - 5} more" if len(close) > 5 else ""
     return (f"At {esc(tm)} eps = {label} (where the models differ most), {who(best)} has the "
-            f"highest worst-case robust accuracy, {val(best)}, but its 95% CI overlaps with "
-            f"{others}{more}: with this many examples the data do not establish which is "
-            f"more robust.{caveat}")
+            f"highest worst-case robust accuracy, {val(best)}, but paired tests on the same examples "
+            f"(exact McNemar, Holm-adjusted at alpha {ALPHA:g}) do not separate it from {listed}{more}: "
+            f"the data do not establish which is more robust.{caveat}")
 
 
 # ----------------------------------------------------------------------------- HTML helpers
@@ -210,10 +219,11 @@ def _build(results: Results, base: Path) -> None:
 
     parts = [f"<h1>robustmix report — {esc(', '.join(sorted(s['dataset'].unique())))}</h1>",
              '<nav><a href="#summary">Summary</a><a href="#curves">Curves</a>'
-             '<a href="#table">Table</a><a href="#diagnostics">Diagnostics</a>'
+             '<a href="#table">Table</a><a href="#diagnostics">Diagnostics</a><a href="#paired">Paired</a>'
              '<a href="#banks">Filter banks</a><a href="#provenance">Provenance</a></nav>',
              '<p id="image-status" class="note"></p>']
-    parts.append(_summary_html(results, partial, flags))
+    examples = load_examples(results.root, s)
+    parts.append(_summary_html(results, partial, flags, examples))
 
     parts.append('<h2 id="curves">Robustness curves</h2>')
     parts.append('<p class="note">Robust accuracy against each attack (one colour per variant, one '
@@ -226,6 +236,7 @@ def _build(results: Results, base: Path) -> None:
 
     parts.append(_table_html(results, partial, flags, miss))
     parts.append(_diagnostics_html(results, flags))
+    parts.append(paired_html(examples, s, results.models))
 
     parts.append('<h2 id="banks">Spatial filter banks</h2>')
     parts.append('<p class="note">The first block\'s spatial filters (each scaled to its own '
@@ -259,7 +270,7 @@ def _build(results: Results, base: Path) -> None:
     (base / "index.html").write_text(html_page(title, body, CSS, IMAGE_CHECK_JS), encoding="utf-8")
 
 
-def _summary_html(results: Results, partial: set, flags: dict) -> str:
+def _summary_html(results: Results, partial: set, flags: dict, examples: pd.DataFrame) -> str:
     s = results.summary
     att = sorted(a for a in s["attack"].unique() if a != WORST_CASE)
     eps_desc = "; ".join(
@@ -287,7 +298,7 @@ def _summary_html(results: Results, partial: set, flags: dict) -> str:
         notes.append(f'<p><span class="badge flag">flagged</span> diagnostics raised flags for '
                      f"{esc(', '.join(sorted(flags)))}; see <a href=\"#diagnostics\">Diagnostics"
                      "</a> before trusting their numbers.</p>")
-    return (f'<h2 id="summary">Summary</h2><p class="headline">{headline(results)}</p>'
+    return (f'<h2 id="summary">Summary</h2><p class="headline">{headline(results, examples)}</p>'
             f'<dl class="kv">{items}</dl>' + "".join(notes))
 
 

@@ -35,19 +35,8 @@ from .errors import StoreError
 from .fileio import atomic_path, model_slug, write_json_atomic, write_text_atomic
 from .schema import (DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_FORMAT, STORE_VERSION, SUMMARY_COLUMNS,
                      VARIANT_PARAMS, WORST_CASE)
-
-Z95 = 1.959963984540054
-
-
-def wilson_interval(k: np.ndarray, n: np.ndarray, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
-    """95% Wilson score interval for k successes in n trials (sound at 0 and n)."""
-    k, n = np.asarray(k, float), np.asarray(n, float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        denom = 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / denom
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+# wilson_interval lives in stats; aggregate uses it and callers keep importing it from here.
+from .stats import wilson_interval
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +144,10 @@ class ResultStore:
     def write_unit(self, key: str, rows: pd.DataFrame) -> None:
         with atomic_path(self.unit_path(key)) as tmp:
             rows.to_parquet(tmp, index=False)
+
+    def unit_keys(self) -> list[str]:
+        """Keys of every finished unit in the store (of this and of earlier specs)."""
+        return sorted(p.stem for p in self.examples.glob("*.parquet")) if self.examples.is_dir() else []
 
     def read_units(self, keys: list[str]) -> pd.DataFrame:
         frames = [pd.read_parquet(self.unit_path(k)) for k in keys if self.has_unit(k)]

@@ -43,6 +43,12 @@ EXAMPLE_COLUMNS = (
 # models.csv and the summary: NaN where the model's variant has no such parameter.
 VARIANT_PARAMS = ("sigma", "rho")
 
+# Per-example columns of randomised models only (diagnostic flag "randomized"); absent otherwise.
+VOTE_COLUMNS = (
+    "votes",         # forward passes, of vote_passes, that classified the final input correctly
+    "vote_passes",   # the spec's randomized_votes; correct = votes > vote_passes / 2 (majority)
+)
+
 SUMMARY_COLUMNS = (
     "model", "variant", *VARIANT_PARAMS, "arch", "dataset", "train_seed",
     "threat_model", "attack", "eps", "eps_label",
@@ -72,6 +78,8 @@ DIAGNOSTIC_FLAGS = {
     "zero-gradients": "A large fraction of input gradients are exactly zero: gradient masking.",
     "randomized": "Two forward passes on the same input differ: the model is randomised; "
                   "use EOT attacks (e.g. AutoAttack version='rand').",
+    "randomized-without-eot": "A randomised model was attacked by AutoAttack without EOT (version other "
+                              "than 'rand', as the spec asked): its robust accuracy may be overstated.",
     "train-mode": "The model was in train mode when handed to the evaluation.",
     "probability-outputs": "Outputs look like probabilities, not logits: losses saturate and "
                            "gradient attacks can be weakened.",

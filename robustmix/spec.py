@@ -32,6 +32,9 @@ def check_n(n, where: str) -> int:
     return n
 
 
+DEFAULT_VOTES = 10  # forward passes per robust/not decision on a randomised model
+
+
 @dataclass
 class DataSpec:
     name: str = "fashion-mnist"
@@ -107,11 +110,18 @@ class EvalSpec:
     seed: int = 0
     nested: bool = True              # nested eps sweeps (see attacks.sweep)
     precision: str = "fp32"          # of the model inside attacks: "fp32" | "bf16" (see attacks.py)
+    # A model flagged randomized (two forward passes differ) is judged robust at an input when a
+    # majority of this many forward passes classify it correctly: one pass is a coin toss.
+    randomized_votes: int = DEFAULT_VOTES
     description: str = ""
 
     def validate(self, where):
         check_precision(self.precision)
         check_seed(self.seed, "seed")
+        if isinstance(self.randomized_votes, bool) or not isinstance(self.randomized_votes, int) \
+                or self.randomized_votes < 1:
+            raise ConfigError(f"randomized_votes: must be a positive integer (forward passes per decision on a "
+                              f"randomised model), got {self.randomized_votes!r}; e.g. randomized_votes = 10")
         if not self.models and not self.external:
             raise ConfigError("models: list at least one zoo name/pattern or an [[external]] model")
         if not self.name or "/" in self.name:
@@ -195,6 +205,8 @@ class EvalSpec:
         fields = {k: v for k, v in asdict(self).items() if k not in ("description",)}
         if fields["precision"] == "fp32":  # added later: at its default, a spec keeps the hash it had
             del fields["precision"]
+        if fields["randomized_votes"] == DEFAULT_VOTES:  # likewise
+            del fields["randomized_votes"]
         return stable_hash(fields)[:16]
 
 
