@@ -296,8 +296,12 @@ def _missing(spec: _Spec, root: Path, split: str) -> list[Path]:
 
 
 def _not_found(spec: _Spec, root: Path, missing: Path) -> DataError:
-    return DataError(f"{spec.info.name} not found under {root} (looked for {missing}); "
-                     f"{spec.hint}, or pass --download where there is internet")
+    return DataError(f"{spec.info.name} not found under {root} (looked for {missing}); {spec.hint}")
+
+
+# No command has a --download flag: train and eval read it from the recipe or spec (`robustmix data
+# prepare` never downloads, so its errors say only where to put the files).
+_OR_DOWNLOAD = ", or set download = true under [data] in the recipe or spec where there is internet"
 
 
 def _unwritable(name: str, directory: Path, exc: OSError) -> DataError:
@@ -360,8 +364,7 @@ def prepare(name: str, root=None) -> Path:
         missing = _missing(spec, root, "train") + _missing(spec, root, "test")
         if missing and name == "fashion-mnist":
             raise DataError(f"fashion-mnist not found under {target} nor in {_fashion_src()}; run "
-                            "`apt-get install dataset-fashion-mnist` (as root, after apt-get update) "
-                            "or pass --download where there is internet")
+                            "`apt-get install dataset-fashion-mnist` (as root, after apt-get update)")
     if missing:
         raise _not_found(spec, root, missing[0])
     return target
@@ -404,9 +407,11 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
         try:
             prepare(name, root)
         except DataError as exc:
-            # prepare wants both splits; this call needs only one.
-            if _missing(spec, root, split) and not download:
-                raise exc from None
+            # prepare wants both splits; this call needs only one (and names its file).
+            missing = _missing(spec, root, split)
+            if missing and not download:
+                first = exc if name == "fashion-mnist" else _not_found(spec, root, missing[0])
+                raise DataError(f"{first}{_OR_DOWNLOAD}") from None
         if _missing(spec, root, split) and download:
             _download(spec, root, split)
         if _missing(spec, root, split):

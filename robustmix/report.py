@@ -29,6 +29,7 @@ from . import schema
 from .errors import StoreError
 from .export import EPS_TOL, format_eps
 from .fileio import umask
+from .results import ResultStore
 from .schema import WORST_CASE
 from .spectrum import model_slug
 
@@ -98,6 +99,7 @@ def load_results(results_dir) -> Results:
         raise _store_error(f"{root} has no summary.parquet or summary.csv; "
                            "re-run `robustmix eval` to finish the store")
     summary = _read_table(path, "summary")
+    ResultStore(root).verify_units()  # a summary is only as sound as the per-example units it came from
     missing = [c for c in REQUIRED_SUMMARY if c not in summary.columns]
     if missing:
         raise _store_error(f"{path} lacks column(s) {', '.join(missing)}; "

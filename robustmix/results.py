@@ -3,7 +3,10 @@
 Each finished work unit (one model x attack x threat model x chunk of
 examples, all eps) is one parquet file under ``examples/`` named by the hash
 of everything that determines it, written atomically. A kill -9 loses at
-most the unit in flight; a re-run skips every unit whose file exists. Two
+most the unit in flight; a re-run skips every unit whose file exists and
+verifies (readable with parquet's page checksums, the row count and key
+recorded in the file's metadata, the columns the readers need), and
+recomputes one that does not. Two
 evals writing one store at once may compute the same unit twice but write
 identical bytes under one name, so there are never duplicates. Aggregates
 (summary, models, diagnostics, run.json) are rebuilt from the units under a
@@ -15,6 +18,7 @@ hosts), and only rank 0 writes the aggregates, after all ranks are done.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -22,15 +26,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from filelock import FileLock
 
 from .errors import StoreError
-from .fileio import atomic_path, write_json_atomic, write_text_atomic
+from .fileio import atomic_path, remove_stale_temps, write_json_atomic, write_text_atomic
 from .schema import (DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_FORMAT, STORE_VERSION, SUMMARY_COLUMNS,
                      WORST_CASE)
 from .spectrum import model_slug
 
 Z95 = 1.959963984540054
+# Parquet metadata key of a unit file: {"key": ..., "rows": ...} as written, checked on every read.
+UNIT_RECORD = b"robustmix.unit"
+# What aggregate() and run.json read from every unit (units from before `precision` lack only that).
+UNIT_COLUMNS = ("model", "attack", "attack_kind", "threat_model", "eps", "eps_label", "index", "correct",
+                "clean_correct", "unit", "seconds", "passes")
 
 
 def wilson_interval(k: np.ndarray, n: np.ndarray, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +96,8 @@ class ResultStore:
                 pass
         except OSError as exc:
             raise self._not_writable(exc.strerror or str(exc)) from None
+        for d in (self.root, self.examples, self.probes, self.banks):
+            remove_stale_temps(d)  # left by killed evals; never one a running eval is writing
         if marker.exists():
             self.check_marker()
         else:
@@ -111,15 +124,65 @@ class ResultStore:
     def unit_path(self, key: str) -> Path:
         return self.examples / f"{key}.parquet"
 
-    def has_unit(self, key: str) -> bool:
-        return self.unit_path(key).is_file()
+    def has_unit(self, key: str, on_corrupt=None) -> bool:
+        """Finished: the unit's file exists and verifies. A file that does not (truncated, foreign,
+        bit-flipped) counts as unfinished, so it is recomputed; ``on_corrupt(message)`` hears why."""
+        if not self.unit_path(key).is_file():
+            return False
+        _, why = self._verified_unit(key)
+        if why is not None and on_corrupt is not None:
+            on_corrupt(f"{self.unit_path(key)} is corrupt ({why})")
+        return why is None
 
     def write_unit(self, key: str, rows: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(rows, preserve_index=False)  # what DataFrame.to_parquet(index=False) writes
+        record = json.dumps({"key": key, "rows": table.num_rows, "digest": _digest(table.to_pandas())}).encode()
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), UNIT_RECORD: record})
         with atomic_path(self.unit_path(key)) as tmp:
-            rows.to_parquet(tmp, index=False)
+            pq.write_table(table, tmp, write_page_checksum=True)
+
+    def _verified_unit(self, key: str) -> tuple[pd.DataFrame | None, str | None]:
+        """(rows, None) for a sound unit file, (None, what is wrong) otherwise."""
+        path = self.unit_path(key)
+        try:
+            table = pq.read_table(path, page_checksum_verification=True)
+            record = json.loads((table.schema.metadata or {}).get(UNIT_RECORD, b"{}"))
+            columns = table.column_names
+            df = table.to_pandas()
+        except Exception as exc:  # pyarrow raises many types (ArrowInvalid, OSError, ...) for a damaged file
+            text = " ".join(str(exc).replace(str(path), "the file").split())
+            return None, f"unreadable: {type(exc).__name__}: {text[:100]}"
+        if not isinstance(record, dict):
+            return None, "its robustmix.unit record is not a table"
+        # Units written before the record existed have none; their columns and key are still checked.
+        if record.get("key", key) != key:
+            return None, f"it holds unit {record.get('key')!r}, not {key!r}"
+        if record.get("rows", len(df)) != len(df):
+            return None, f"{len(df)} rows where {record['rows']} were written"
+        missing = [c for c in UNIT_COLUMNS if c not in columns]
+        if missing:
+            return None, f"no column {missing[0]}: not a robustmix result unit"
+        if df.empty or (df["unit"] != key).any():
+            return None, "no rows" if df.empty else "rows of another unit"
+        if "digest" in record and record["digest"] != _digest(df):
+            return None, "its rows differ from those written (checksum mismatch)"
+        return df, None
+
+    def read_unit(self, key: str) -> pd.DataFrame:
+        df, why = self._verified_unit(key)
+        if why is not None:
+            raise StoreError(f"{self.unit_path(key)} is corrupt ({why}); re-run the same `robustmix eval` "
+                             f"command to recompute it")
+        return df
+
+    def verify_units(self) -> None:
+        """Every unit file of the store verifies, or a StoreError names the first that does not
+        (report and export check this: the summary is only as sound as the units it came from)."""
+        for path in sorted(self.examples.glob("*.parquet")):
+            self.read_unit(path.name[:-len(".parquet")])
 
     def read_units(self, keys: list[str]) -> pd.DataFrame:
-        frames = [pd.read_parquet(self.unit_path(k)) for k in keys if self.has_unit(k)]
+        frames = [self.read_unit(k) for k in keys if self.unit_path(k).is_file()]
         if not frames:
             return pd.DataFrame()
         df = pd.concat(frames, ignore_index=True)
@@ -153,6 +216,11 @@ class ResultStore:
             write_text_atomic(self.root / "models.csv", models.to_csv(index=False))
             write_text_atomic(self.root / "diagnostics.csv", diagnostics.to_csv(index=False))
             write_json_atomic(self.root / "run.json", run)
+
+
+def _digest(rows: pd.DataFrame) -> str:
+    """Checksum of a unit's decoded rows (parquet's page checksums leave headers and statistics out)."""
+    return hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()[:32]
 
 
 def aggregate(examples: pd.DataFrame, models: pd.DataFrame, context: dict) -> pd.DataFrame:

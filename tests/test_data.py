@@ -362,7 +362,8 @@ def test_cifar10_missing_batch(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DataError) as exc:
         load_dataset("cifar10", "train", root=tmp_path)
-    assert_one_line(exc, "cifar10", tmp_path / "cifar-10-batches-py" / "data_batch_3", "--download")
+    assert_one_line(exc, "cifar10", tmp_path / "cifar-10-batches-py" / "data_batch_3", "download = true")
+    assert "--download" not in str(exc.value)  # no command has that flag
     assert len(load_dataset("cifar10", "test", root=tmp_path)) == 5  # the other split still loads
 
 
@@ -470,15 +471,20 @@ def test_bad_inputs_are_one_line_data_errors(tmp_path, monkeypatch):
     with pytest.raises(DataError) as exc:
         load_dataset("mnist", "validation", root=tmp_path)
     assert_one_line(exc, "validation", "train", "test")
+    with pytest.raises(DataError) as exc:  # the file of the split asked for, not the other split's
+        load_dataset("mnist", "test", root=tmp_path)
+    assert_one_line(exc, tmp_path / "MNIST/raw/t10k-images-idx3-ubyte")
     for name, looked in (("mnist", "MNIST/raw/train-images-idx3-ubyte"),
                          ("cifar10", "cifar-10-batches-py/data_batch_1"),
                          ("cifar100", "cifar-100-python/train"),
                          ("svhn", "train_32x32.mat")):
         with pytest.raises(DataError) as exc:
             load_dataset(name, "train", root=tmp_path)
-        assert_one_line(exc, name, tmp_path / looked, "--download")
-        with pytest.raises(DataError):
+        assert_one_line(exc, name, tmp_path / looked, "download = true under [data] in the recipe or spec")
+        assert "--download" not in str(exc.value)  # no command has that flag
+        with pytest.raises(DataError) as exc:
             prepare(name, tmp_path)
+        assert "download" not in str(exc.value)  # `robustmix data prepare` never downloads
     with pytest.raises(DataError) as exc:
         load_dataset("mnist", root=tmp_path, image_size=(0, 3))
     assert_one_line(exc, "image size")
