@@ -39,9 +39,10 @@ from .spectrum import model_slug
 Z95 = 1.959963984540054
 # Parquet metadata key of a unit file: {"key": ..., "rows": ...} as written, checked on every read.
 UNIT_RECORD = b"robustmix.unit"
-# What aggregate() and run.json read from every unit (units from before `precision` lack only that).
-UNIT_COLUMNS = ("model", "attack", "attack_kind", "threat_model", "eps", "eps_label", "index", "correct",
-                "clean_correct", "unit", "seconds", "passes")
+# What every unit holds (schema.EXAMPLE_COLUMNS less the later additions precision and attack_batch),
+# and what an eval's aggregate() and run.json read on top of that, so what a resume requires.
+UNIT_COLUMNS = ("model", "attack", "threat_model", "eps", "index", "label", "correct", "margin", "eval_seed")
+EVAL_UNIT_COLUMNS = UNIT_COLUMNS + ("attack_kind", "eps_label", "clean_correct", "unit", "seconds", "passes")
 
 
 def wilson_interval(k: np.ndarray, n: np.ndarray, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +130,7 @@ class ResultStore:
         bit-flipped) counts as unfinished, so it is recomputed; ``on_corrupt(message)`` hears why."""
         if not self.unit_path(key).is_file():
             return False
-        _, why = self._verified_unit(key)
+        _, why = self._verified_unit(key, EVAL_UNIT_COLUMNS)
         if why is not None and on_corrupt is not None:
             on_corrupt(f"{self.unit_path(key)} is corrupt ({why})")
         return why is None
@@ -141,13 +142,13 @@ class ResultStore:
         with atomic_path(self.unit_path(key)) as tmp:
             pq.write_table(table, tmp, write_page_checksum=True)
 
-    def _verified_unit(self, key: str) -> tuple[pd.DataFrame | None, str | None]:
+    def _verified_unit(self, key: str, columns=UNIT_COLUMNS) -> tuple[pd.DataFrame | None, str | None]:
         """(rows, None) for a sound unit file, (None, what is wrong) otherwise."""
         path = self.unit_path(key)
         try:
             table = pq.read_table(path, page_checksum_verification=True)
             record = json.loads((table.schema.metadata or {}).get(UNIT_RECORD, b"{}"))
-            columns = table.column_names
+            names = table.column_names
             df = table.to_pandas()
         except Exception as exc:  # pyarrow raises many types (ArrowInvalid, OSError, ...) for a damaged file
             text = " ".join(str(exc).replace(str(path), "the file").split())
@@ -159,17 +160,17 @@ class ResultStore:
             return None, f"it holds unit {record.get('key')!r}, not {key!r}"
         if record.get("rows", len(df)) != len(df):
             return None, f"{len(df)} rows where {record['rows']} were written"
-        missing = [c for c in UNIT_COLUMNS if c not in columns]
+        missing = [c for c in columns if c not in names]
         if missing:
             return None, f"no column {missing[0]}: not a robustmix result unit"
-        if df.empty or (df["unit"] != key).any():
+        if df.empty or ("unit" in names and (df["unit"] != key).any()):
             return None, "no rows" if df.empty else "rows of another unit"
         if "digest" in record and record["digest"] != _digest(df):
             return None, "its rows differ from those written (checksum mismatch)"
         return df, None
 
-    def read_unit(self, key: str) -> pd.DataFrame:
-        df, why = self._verified_unit(key)
+    def read_unit(self, key: str, columns=UNIT_COLUMNS) -> pd.DataFrame:
+        df, why = self._verified_unit(key, columns)
         if why is not None:
             raise StoreError(f"{self.unit_path(key)} is corrupt ({why}); re-run the same `robustmix eval` "
                              f"command to recompute it")
@@ -182,7 +183,7 @@ class ResultStore:
             self.read_unit(path.name[:-len(".parquet")])
 
     def read_units(self, keys: list[str]) -> pd.DataFrame:
-        frames = [self.read_unit(k) for k in keys if self.unit_path(k).is_file()]
+        frames = [self.read_unit(k, EVAL_UNIT_COLUMNS) for k in keys if self.unit_path(k).is_file()]
         if not frames:
             return pd.DataFrame()
         df = pd.concat(frames, ignore_index=True)
