@@ -235,7 +235,8 @@ def test_corrupt_or_foreign_resume_state_is_one_line_and_restartable(fake_fmnist
     elif kind == "pickled code":
         state.write_bytes(pickle.dumps({"epoch": 1, "model": _CreatesFile(victim)}, protocol=4))
     else:  # this run's hash, with tensors of another architecture
-        torch.save({"epoch": 1, "elapsed": 1.0, "history": [], "recipe_hash": run_hash(recipe, "smooth", {"sigma": 1.0}, 0),
+        this_run = run_hash(recipe, "smooth", {"sigma": 1.0}, 0)
+        torch.save({"epoch": 1, "elapsed": 1.0, "history": [], "recipe_hash": this_run,
                     "model": {"w": torch.zeros(3)}, "optimizer": {}}, state)
     with pytest.raises(CheckpointError) as exc:
         train_recipe(recipe, store, progress=False)
