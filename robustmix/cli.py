@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -358,6 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Deprecation notices that third-party packages print when robustmix imports them: the user can do
+# nothing about them, and they would come before robustmix's own one-line error. Only these
+# (category, module, message) are silenced, only while a command runs; every other warning shows.
+QUIET_WARNINGS = ((FutureWarning, r"torch\.jit", r"`torch\.jit\.interface` is deprecated"),
+                  (UserWarning, r"robustbench(\.|$)", r"pkg_resources is deprecated"))
+
+
+def _run_command(args) -> int:
+    with warnings.catch_warnings():
+        for category, module, message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category, module=module)
+        return args.fn(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -366,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "device", None) is not None and not args.device.strip():  # '' would mean auto
         args._parser.error("argument --device: empty; use auto, cpu or cuda[:N]")
     try:
-        status = args.fn(args)
+        status = _run_command(args)
         if sys.stdout is not None:  # None: started with stdout closed, where print writes nothing
             sys.stdout.flush()  # buffered output meets a closed pipe here, where it is handled, not at exit
         return status

@@ -37,6 +37,11 @@ def load_toml(path: str | Path) -> dict:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 text; a binary file fails before parsing
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start} is not UTF-8), so not TOML; "
+                          f"pass the path of a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc}); pass the path of a readable TOML file") from None
 
 
 def _type_name(tp: Any) -> str:

@@ -83,6 +83,25 @@ def _read_idx(spec: "_Spec", root: Path, split: str):
     return ds.data.unsqueeze(1), ds.targets
 
 
+# Everything the CIFAR python batches (pickled by Python 2, or re-pickled by Python 3 with
+# protocols 2 to 5) need to rebuild dicts of lists, strings and uint8 arrays. Any other global
+# in a data file (os.system, builtins.eval, ...) is refused before it can be called.
+_CIFAR_GLOBALS = frozenset(
+    [(f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")]
+    + [(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")])
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that builds only the types of the CIFAR format (Python's recipe for
+    restricting globals), so a crafted batch file cannot run code."""
+
+    def find_class(self, module, name):
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not part of the CIFAR format, refused")
+
+
 def _read_cifar(spec: "_Spec", root: Path, split: str):
     # Read the pickles directly: torchvision's CIFAR10/100 refuse any file
     # whose MD5 differs from the official archive (even with download=False),
@@ -91,7 +110,9 @@ def _read_cifar(spec: "_Spec", root: Path, split: str):
     key = "fine_labels" if spec.info.name == "cifar100" else "labels"
     for name in spec.files[split]:
         with open(root / spec.folder / name, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+        if not isinstance(entry, dict):
+            raise ValueError(f"{name} holds a {type(entry).__name__}, not a CIFAR batch dict")
         data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(entry[key])
     return torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.int64)
@@ -276,8 +297,12 @@ def _missing(spec: _Spec, root: Path, split: str) -> list[Path]:
 
 
 def _not_found(spec: _Spec, root: Path, missing: Path) -> DataError:
-    return DataError(f"{spec.info.name} not found under {root} (looked for {missing}); "
-                     f"{spec.hint}, or pass --download where there is internet")
+    return DataError(f"{spec.info.name} not found under {root} (looked for {missing}); {spec.hint}")
+
+
+# No command has a --download flag: train and eval read it from the recipe or spec (`robustmix data
+# prepare` never downloads, so its errors say only where to put the files).
+_OR_DOWNLOAD = ", or set download = true under [data] in the recipe or spec where there is internet"
 
 
 def _unwritable(name: str, directory: Path, exc: OSError) -> DataError:
@@ -340,8 +365,7 @@ def prepare(name: str, root=None) -> Path:
         missing = _missing(spec, root, "train") + _missing(spec, root, "test")
         if missing and name == "fashion-mnist":
             raise DataError(f"fashion-mnist not found under {target} nor in {_fashion_src()}; run "
-                            "`apt-get install dataset-fashion-mnist` (as root, after apt-get update) "
-                            "or pass --download where there is internet")
+                            "`apt-get install dataset-fashion-mnist` (as root, after apt-get update)")
     if missing:
         raise _not_found(spec, root, missing[0])
     return target
@@ -382,9 +406,11 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
         try:
             prepare(name, root)
         except DataError as exc:
-            # prepare wants both splits; this call needs only one.
-            if _missing(spec, root, split) and not download:
-                raise exc from None
+            # prepare wants both splits; this call needs only one (and names its file).
+            missing = _missing(spec, root, split)
+            if missing and not download:
+                first = exc if name == "fashion-mnist" else _not_found(spec, root, missing[0])
+                raise DataError(f"{first}{_OR_DOWNLOAD}") from None
         if _missing(spec, root, split) and download:
             _download(spec, root, split)
         if _missing(spec, root, split):
@@ -392,7 +418,8 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
     try:
         images, labels = spec.read(spec, root, split)
     except (OSError, EOFError, ValueError, KeyError, TypeError, RuntimeError,
-            AssertionError, pickle.UnpicklingError) as exc:
+            AssertionError, pickle.UnpicklingError, IndexError, OverflowError, MemoryError) as exc:
+        # (the last three: garbage where a pickle's lengths and opcodes should be)
         raise DataError(f"{name} files under {root / spec.folder} are unreadable ({_one_line(exc)}); "
                         f"replace them: {spec.hint}") from None
     info = spec.info

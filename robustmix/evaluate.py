@@ -328,13 +328,13 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
     info = ds.info
     for target in targets:
         check_expects(target, info)
-        if target.source != "zoo":
-            # No metadata says what an outside model takes: build it and probe it where it
-            # lives. Building twice (now and below) is the price of failing before the store exists.
-            module = target.load()
-            where = next(iter(module.parameters()), torch.empty(0)).device
-            check_fit(target, module, info, where)
-            del module
+        # Build every model once and probe it where it lives: a zoo checkpoint whose weights fail
+        # their sha256, and an outside model whose metadata says nothing of what it takes, fail
+        # here. Building twice (now and below) is the price of failing before the store exists.
+        module = target.load()
+        where = next(iter(module.parameters()), torch.empty(0)).device
+        check_fit(target, module, info, where)
+        del module
     indices = example_indices(spec, len(ds))  # checks data.n again: `--n` may have replaced it
     n = len(indices)
     data_id = [spec.data.name, spec.data.split, n, spec.seed]
@@ -343,7 +343,10 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
     store.open()
     # Static round-robin shares: a function of the unit list alone, so a re-run after a crash
     # (with any number of processes) assigns every unfinished unit to exactly one process.
-    todo = [u for u in world.shard(units) if not store.has_unit(u.key)]
+    # A unit file that fails verification is recomputed (and overwritten), with a warning.
+    prefix = f"[rank {world.rank}/{world.world_size}] " if world.distributed else ""
+    todo = [u for u in world.shard(units) if not store.has_unit(
+        u.key, on_corrupt=lambda msg: print(f"robustmix: warning: {prefix}{msg}; recomputing it", file=sys.stderr))]
     probed_here = {t.name for t in world.shard(targets)}
     # The name is part of every key: modules with equal weights (wrappers around one
     # network) are different models and must not share probes or units.

@@ -1,4 +1,8 @@
-"""File names and atomic writes: a reader sees the old file (or directory) or the new one, never half."""
+"""File names and atomic writes: a reader sees the old file (or directory) or the new one, never half.
+
+A temporary file is named ``.<name>.<random>.<pid>@<host>.tmp``, so a later run can tell one
+whose writer was killed (same host, process gone) from one still being written, and remove it.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,7 +10,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,12 +43,47 @@ def umask() -> int:
     return mask
 
 
+_HOST = socket.gethostname().replace("@", "_").replace("/", "_")
+_WRITER = re.compile(r"\.(\d+)@([^@/]*)\.tmp$")
+# A temporary file lives only while one file is written and synced (seconds), so one an hour
+# old is abandoned even where its writer cannot be checked (another host, or an older name).
+STALE_TEMP_SECONDS = 3600
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | Path) -> None:
+    """Delete the temporary files of ``atomic_path`` left in ``directory`` by killed writers: on this
+    host when their process is gone, otherwise when older than STALE_TEMP_SECONDS. A file another
+    process is still writing (two evals may share a store) is left alone."""
+    now = time.time()
+    for tmp in Path(directory).glob(".*.tmp"):
+        writer = _WRITER.search(tmp.name)
+        try:
+            if writer and writer.group(2) == _HOST:
+                stale = not _alive(int(writer.group(1)))
+            else:
+                stale = now - tmp.stat().st_mtime > STALE_TEMP_SECONDS
+            if stale:
+                tmp.unlink()
+        except OSError:  # gone already (its writer finished, or another run removed it), or not ours to remove
+            continue
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path next to ``path``; move it into place on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{os.getpid()}@{_HOST}.tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -3,7 +3,10 @@
 Each finished work unit (one model x attack x threat model x chunk of
 examples, all eps) is one parquet file under ``examples/`` named by the hash
 of everything that determines it, written atomically. A kill -9 loses at
-most the unit in flight; a re-run skips every unit whose file exists. Two
+most the unit in flight; a re-run skips every unit whose file exists and
+verifies (readable with parquet's page checksums, the row count and key
+recorded in the file's metadata, the columns the readers need), and
+recomputes one that does not. Two
 evals writing one store at once may compute the same unit twice but write
 identical bytes under one name, so there are never duplicates. Aggregates
 (summary, models, diagnostics, run.json) are rebuilt from the units under a
@@ -21,6 +24,7 @@ hosts), and only rank 0 writes the aggregates, after all ranks are done.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -28,15 +32,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from filelock import FileLock
 
 from .eps import format_eps, same_eps
 from .errors import StoreError
-from .fileio import atomic_path, model_slug, write_json_atomic, write_text_atomic
+from .fileio import atomic_path, model_slug, remove_stale_temps, write_json_atomic, write_text_atomic
 from .schema import (DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_FORMAT, STORE_VERSION, SUMMARY_COLUMNS,
                      VARIANT_PARAMS, WORST_CASE)
 # wilson_interval lives in stats; aggregate uses it and callers keep importing it from here.
 from .stats import wilson_interval
+# Parquet metadata key of a unit file: {"key": ..., "rows": ...} as written, checked on every read.
+UNIT_RECORD = b"robustmix.unit"
+# What every unit holds (schema.EXAMPLE_COLUMNS less the later additions precision and attack_batch),
+# and what an eval's aggregate() and run.json read on top of that, so what a resume requires.
+UNIT_COLUMNS = ("model", "attack", "threat_model", "eps", "index", "label", "correct", "margin", "eval_seed")
+EVAL_UNIT_COLUMNS = UNIT_COLUMNS + ("attack_kind", "eps_label", "clean_correct", "unit", "seconds", "passes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +120,8 @@ class ResultStore:
                 pass
         except OSError as exc:
             raise self._not_writable(exc.strerror or str(exc)) from None
+        for d in (self.root, self.examples, self.probes, self.banks):
+            remove_stale_temps(d)  # left by killed evals; never one a running eval is writing
         if marker.exists():
             self.check_marker()
         else:
@@ -117,10 +131,11 @@ class ResultStore:
     def check_marker(self) -> None:
         marker = self.root / "store.json"
         try:
-            info = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
+            info = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8 text at all
             raise StoreError(f"{marker} is missing or corrupt; {self.root} is not a robustmix result store") from None
-        if info.get("format") != STORE_FORMAT:
+        if not isinstance(info, dict) or info.get("format") != STORE_FORMAT:
+            info = info if isinstance(info, dict) else {}
             raise StoreError(f"{self.root} is not a robustmix result store (format {info.get('format')!r}); "
                              f"pass another --results DIR")
         version = info.get("version")
@@ -138,19 +153,69 @@ class ResultStore:
     def unit_path(self, key: str) -> Path:
         return self.examples / f"{key}.parquet"
 
-    def has_unit(self, key: str) -> bool:
-        return self.unit_path(key).is_file()
+    def has_unit(self, key: str, on_corrupt=None) -> bool:
+        """Finished: the unit's file exists and verifies. A file that does not (truncated, foreign,
+        bit-flipped) counts as unfinished, so it is recomputed; ``on_corrupt(message)`` hears why."""
+        if not self.unit_path(key).is_file():
+            return False
+        _, why = self._verified_unit(key, EVAL_UNIT_COLUMNS)
+        if why is not None and on_corrupt is not None:
+            on_corrupt(f"{self.unit_path(key)} is corrupt ({why})")
+        return why is None
 
     def write_unit(self, key: str, rows: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(rows, preserve_index=False)  # what DataFrame.to_parquet(index=False) writes
+        record = json.dumps({"key": key, "rows": table.num_rows, "digest": _digest(table.to_pandas())}).encode()
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), UNIT_RECORD: record})
         with atomic_path(self.unit_path(key)) as tmp:
-            rows.to_parquet(tmp, index=False)
+            pq.write_table(table, tmp, write_page_checksum=True)
+
+    def _verified_unit(self, key: str, columns=UNIT_COLUMNS) -> tuple[pd.DataFrame | None, str | None]:
+        """(rows, None) for a sound unit file, (None, what is wrong) otherwise."""
+        path = self.unit_path(key)
+        try:
+            table = pq.read_table(path, page_checksum_verification=True)
+            record = json.loads((table.schema.metadata or {}).get(UNIT_RECORD, b"{}"))
+            names = table.column_names
+            df = table.to_pandas()
+        except Exception as exc:  # pyarrow raises many types (ArrowInvalid, OSError, ...) for a damaged file
+            text = " ".join(str(exc).replace(str(path), "the file").split())
+            return None, f"unreadable: {type(exc).__name__}: {text[:100]}"
+        if not isinstance(record, dict):
+            return None, "its robustmix.unit record is not a table"
+        # Units written before the record existed have none; their columns and key are still checked.
+        if record.get("key", key) != key:
+            return None, f"it holds unit {record.get('key')!r}, not {key!r}"
+        if record.get("rows", len(df)) != len(df):
+            return None, f"{len(df)} rows where {record['rows']} were written"
+        missing = [c for c in columns if c not in names]
+        if missing:
+            return None, f"no column {missing[0]}: not a robustmix result unit"
+        if df.empty or ("unit" in names and (df["unit"] != key).any()):
+            return None, "no rows" if df.empty else "rows of another unit"
+        if "digest" in record and record["digest"] != _digest(df):
+            return None, "its rows differ from those written (checksum mismatch)"
+        return df, None
+
+    def read_unit(self, key: str, columns=UNIT_COLUMNS) -> pd.DataFrame:
+        df, why = self._verified_unit(key, columns)
+        if why is not None:
+            raise StoreError(f"{self.unit_path(key)} is corrupt ({why}); re-run the same `robustmix eval` "
+                             f"command to recompute it")
+        return df
+
+    def verify_units(self) -> None:
+        """Every unit file of the store verifies, or a StoreError names the first that does not
+        (report and export check this: the summary is only as sound as the units it came from)."""
+        for path in sorted(self.examples.glob("*.parquet")):
+            self.read_unit(path.name[:-len(".parquet")])
 
     def unit_keys(self) -> list[str]:
         """Keys of every finished unit in the store (of this and of earlier specs)."""
         return sorted(p.stem for p in self.examples.glob("*.parquet")) if self.examples.is_dir() else []
 
     def read_units(self, keys: list[str]) -> pd.DataFrame:
-        frames = [pd.read_parquet(self.unit_path(k)) for k in keys if self.has_unit(k)]
+        frames = [self.read_unit(k, EVAL_UNIT_COLUMNS) for k in keys if self.unit_path(k).is_file()]
         if not frames:
             return pd.DataFrame()
         df = pd.concat(frames, ignore_index=True)
@@ -184,6 +249,11 @@ class ResultStore:
             write_text_atomic(self.root / "models.csv", models.to_csv(index=False))
             write_text_atomic(self.root / "diagnostics.csv", diagnostics.to_csv(index=False))
             write_json_atomic(self.root / "run.json", dataclasses.asdict(run))
+
+
+def _digest(rows: pd.DataFrame) -> str:
+    """Checksum of a unit's decoded rows (parquet's page checksums leave headers and statistics out)."""
+    return hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()[:32]
 
 
 def aggregate(examples: pd.DataFrame, models: pd.DataFrame, context: dict) -> pd.DataFrame:
@@ -291,6 +361,7 @@ def load_results(results_dir) -> Results:
         raise StoreError(f"{root} has no summary.parquet or summary.csv; "
                          "re-run `robustmix eval` to finish the store")
     summary = _read_table(path, "summary")
+    ResultStore(root).verify_units()  # a summary is only as sound as the per-example units it came from
     missing = [c for c in REQUIRED_SUMMARY if c not in summary.columns]
     if missing:
         raise StoreError(f"{path} lacks column(s) {', '.join(missing)}; "

@@ -141,12 +141,21 @@ class ModelStore:
 
 
 def check_writable_dir(path: Path, what: str, fix: str) -> None:
-    """Create ``path`` if needed and write a file in it, so a bad output location fails before training."""
+    """Check that ``path`` can be written, so a bad output location fails before training, without
+    creating it: a run that fails later (unknown model, data that does not fit) leaves nothing."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CheckpointError(f"{what} {path} is a file, not a directory; {fix}")
+    if not path.exists():
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise CheckpointError(f"{what} {path} is not writable ({parent} is not a directory); {fix}")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise CheckpointError(f"{what} {path} is not writable (Permission denied at {parent}); {fix}")
+        return
     try:
-        path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-probe-{os.getpid()}"  # per process: two runs may probe one store at once
         probe.write_text("")
         probe.unlink()

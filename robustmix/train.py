@@ -19,6 +19,7 @@ import hashlib
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from . import data as datasets
 from .device import resolve_device
 from .distributed import World, init_world, plain_batchnorm, rank_device, sync_batchnorm
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .fileio import atomic_path
 from .models import count_params
 from .provenance import code_version, device_description, package_versions, stable_hash
@@ -188,6 +189,42 @@ def run_hash(recipe: Recipe, variant: str, params: dict, seed: int) -> str:
     return stable_hash(config | {"_variant": [variant, params], "_seed": seed})
 
 
+def load_resume_state(path, recipe_hash: str, epochs: int, model, optimizer,
+                      device) -> tuple[int, float, list] | None:
+    """Load a run's resume state into ``model`` and ``optimizer``; return (epoch, elapsed, history),
+    or None when it belongs to another recipe (the run then starts over and overwrites it).
+
+    torch.load's weights_only unpickler builds tensors, containers and numbers only, so a crafted
+    state.pt cannot run code; anything that is not this run's resume state is a one-line error
+    naming the folder to delete.
+    """
+    def unusable(why: str) -> CheckpointError:
+        return CheckpointError(f"{path} is not a usable resume state ({why}); delete {path.parent} "
+                               f"to start this run over from epoch 0")
+
+    try:
+        with warnings.catch_warnings():  # its notes on a foreign pickle's protocol: the error below says it all
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._weights_only_unpickler")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # random bytes, a foreign file, refused pickled code: many types, one meaning
+        raise unusable(f"{type(exc).__name__}: not a file `robustmix train` wrote; pickled code in it is "
+                       f"refused, never run") from None
+    if not isinstance(state, dict):
+        raise unusable(f"it holds a {type(state).__name__}, not a dict")
+    if state.get("recipe_hash") != recipe_hash:
+        return None
+    epoch, elapsed, history = state.get("epoch"), state.get("elapsed"), state.get("history")
+    if (isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= epochs
+            or not isinstance(elapsed, (int, float)) or not isinstance(history, list)):
+        raise unusable("epoch, elapsed or history missing or out of range")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise unusable(f"it does not fit this run's model and optimiser: {type(exc).__name__}") from None
+    return epoch, float(elapsed), list(history)
+
+
 def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: ModelStore,
               device: torch.device, on_epoch_end: Callable[[int], None] | None = None,
               progress: bool = True, world: World = World()) -> TrainResult:
@@ -224,11 +261,9 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
     state_path = store.partial_path(name) / "state.pt"
     start_epoch, elapsed, status, history = 0, 0.0, "trained", []
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        if state.get("recipe_hash") == recipe_hash:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch, elapsed, history = state["epoch"], state["elapsed"], list(state["history"])
+        resumed = load_resume_state(state_path, recipe_hash, recipe.epochs, model, optimizer, device)
+        if resumed is not None:
+            start_epoch, elapsed, history = resumed
             status = "resumed"
             if world.is_main:
                 print(f"{name}: resuming after epoch {start_epoch}/{recipe.epochs}", file=sys.stderr)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from robustmix import schema
 from robustmix.fileio import model_slug
-from robustmix.results import RunInfo
+from robustmix.results import ResultStore, RunInfo
 
 LINF_EPS = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 0.1, 0.2]
 L2_EPS = [0.0, 0.25, 0.5, 1.0]
@@ -110,7 +110,9 @@ def write_store(root, models, *, threat_models=None, attacks=ATTACKS, n=200,
                         ex_frames.append(pd.DataFrame(dict(
                             model=name, attack=attack, threat_model=tm, eps=float(eps),
                             index=np.arange(n), label=rng.integers(0, 10, n), correct=correct,
-                            margin=rng.normal(1.0, 1.0, n).astype("float32"), eval_seed=1234)))
+                            margin=rng.normal(1.0, 1.0, n).astype("float32"), eval_seed=1234,
+                            attack_kind=attack, eps_label=_label(eps), clean_correct=clean,
+                            seconds=1.0, passes=n)))
         params = 100_000 + 5_000 * mi
         model_rows.append(dict(
             model=name, variant=m["variant"], sigma=m.get("sigma", math.nan), rho=m.get("rho", math.nan),
@@ -130,8 +132,8 @@ def write_store(root, models, *, threat_models=None, attacks=ATTACKS, n=200,
         root / "diagnostics.csv", index=False)
     if ex_frames:
         (root / "examples").mkdir(exist_ok=True)
-        for i, frame in enumerate(ex_frames):
-            frame.to_parquet(root / "examples" / f"unit-{i:04d}.parquet", index=False)
+        for i, frame in enumerate(ex_frames):  # through the store's own writer: units verify
+            ResultStore(root).write_unit(f"unit-{i:04d}", frame.assign(unit=f"unit-{i:04d}"))
     (root / "run.json").write_text(json.dumps(dataclasses.asdict(RunInfo(
         spec={"dataset": dataset, "attacks": list(attacks),
               "threat_models": {k: list(v) for k, v in threat_models.items()}, "n": n},

@@ -317,12 +317,53 @@ def test_cifar100_pickles(tmp_path):
     check_dataset(load_dataset("cifar100", "test", root=tmp_path), dataset_info("cifar100"), 3)
 
 
+class _CreatesFile:
+    """Unpickling this runs ``open(path, "w")``: a stand-in for any code a crafted data file could run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("where", ["whole file", "label"])
+def test_cifar_pickle_cannot_run_code(tmp_path, where):
+    write_cifar10(tmp_path)
+    victim = tmp_path / "created-by-the-data-file"
+    entry = _cifar_entry(np.random.default_rng(0), 3, "labels", 10, "testing batch 1 of 1")
+    if where == "label":
+        entry["labels"][1] = _CreatesFile(victim)
+    payload = _CreatesFile(victim) if where == "whole file" else entry
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(DataError) as exc:
+        load_dataset("cifar10", "test", root=tmp_path)
+    assert_one_line(exc, "cifar10", "open is not part of the CIFAR format")
+    assert not victim.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5, "python2-names"])
+def test_cifar_pickles_of_every_protocol_load(tmp_path, protocol):
+    written = write_cifar100(tmp_path)
+    path = tmp_path / "cifar-100-python" / "test"
+    if protocol == "python2-names":  # the official files name numpy 1's module
+        blob = pickle.dumps(written["test"], protocol=2)
+        assert b"numpy._core.multiarray\n_reconstruct" in blob
+        path.write_bytes(blob.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+    else:
+        path.write_bytes(pickle.dumps(written["test"], protocol=protocol))
+    ds = load_dataset("cifar100", "test", root=tmp_path)
+    assert torch.equal(ds.images.reshape(3, -1), torch.from_numpy(written["test"]["data"]))
+    assert ds.labels.tolist() == written["test"]["fine_labels"]
+
+
 def test_cifar10_missing_batch(tmp_path):
     write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DataError) as exc:
         load_dataset("cifar10", "train", root=tmp_path)
-    assert_one_line(exc, "cifar10", tmp_path / "cifar-10-batches-py" / "data_batch_3", "--download")
+    assert_one_line(exc, "cifar10", tmp_path / "cifar-10-batches-py" / "data_batch_3", "download = true")
+    assert "--download" not in str(exc.value)  # no command has that flag
     assert len(load_dataset("cifar10", "test", root=tmp_path)) == 5  # the other split still loads
 
 
@@ -430,15 +471,20 @@ def test_bad_inputs_are_one_line_data_errors(tmp_path, monkeypatch):
     with pytest.raises(DataError) as exc:
         load_dataset("mnist", "validation", root=tmp_path)
     assert_one_line(exc, "validation", "train", "test")
+    with pytest.raises(DataError) as exc:  # the file of the split asked for, not the other split's
+        load_dataset("mnist", "test", root=tmp_path)
+    assert_one_line(exc, tmp_path / "MNIST/raw/t10k-images-idx3-ubyte")
     for name, looked in (("mnist", "MNIST/raw/train-images-idx3-ubyte"),
                          ("cifar10", "cifar-10-batches-py/data_batch_1"),
                          ("cifar100", "cifar-100-python/train"),
                          ("svhn", "train_32x32.mat")):
         with pytest.raises(DataError) as exc:
             load_dataset(name, "train", root=tmp_path)
-        assert_one_line(exc, name, tmp_path / looked, "--download")
-        with pytest.raises(DataError):
+        assert_one_line(exc, name, tmp_path / looked, "download = true under [data] in the recipe or spec")
+        assert "--download" not in str(exc.value)  # no command has that flag
+        with pytest.raises(DataError) as exc:
             prepare(name, tmp_path)
+        assert "download" not in str(exc.value)  # `robustmix data prepare` never downloads
     with pytest.raises(DataError) as exc:
         load_dataset("mnist", root=tmp_path, image_size=(0, 3))
     assert_one_line(exc, "image size")

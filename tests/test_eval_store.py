@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from io import BytesIO
 from pathlib import Path
 
 import pandas as pd
@@ -233,3 +234,128 @@ def test_version_edit_of_a_real_store(reference, tmp_path):
     (results / "store.json").write_text(json.dumps(marker))
     with pytest.raises(StoreError, match="use a new --results DIR"):
         _run(_spec(tmp_path), results)
+
+
+# --- damaged units, stale temp files, failed evals: fast, in one process ---------------------------------------
+
+def _small_spec(data_root, n=8, batch=4) -> EvalSpec:
+    return from_dict(EvalSpec, {"name": "t", "models": ["m"], "seed": 3,
+                                "data": {"n": n, "batch_size": batch, "root": str(data_root)},
+                                "threat": {"Linf": {"eps": [0, "8/255"]}}, "attacks": [{"name": "fgsm"}]})
+
+
+def _linear() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+
+def _eval_small(data_root, results, log=lambda *a: None):
+    return run_eval(_small_spec(data_root), results, models={"m": _linear()}, device="cpu", progress=False, log=log)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit flip in the rows", "foreign parquet", "another unit's file"])
+def test_corrupt_unit_is_recomputed_on_eval_and_named_by_report_and_export(fake_fmnist, tmp_path, capsys, damage):
+    from robustmix.results import ResultStore
+
+    results = tmp_path / "results"
+    summary = _eval_small(fake_fmnist, results)
+    units = unit_files(results)
+    assert len(units) == 2
+    victim, other = units
+    good = victim.read_bytes()
+    if damage == "truncated":
+        victim.write_bytes(good[:len(good) // 2])
+    elif damage == "bit flip in the rows":  # flip one `correct` value, then rewrite: readable, parquet-valid
+        df = pd.read_parquet(victim)
+        df.loc[0, "correct"] = not df.loc[0, "correct"]
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False, schema=pq.read_schema(victim)), victim)
+    elif damage == "foreign parquet":
+        pd.DataFrame({"a": [1, 2]}).to_parquet(victim)
+    else:
+        victim.write_bytes(other.read_bytes())
+    assert not ResultStore(results).has_unit(victim.stem)
+
+    for argv in (["report", str(results), "--out", str(tmp_path / "rep")],
+                 ["export", str(results), "--leaderboard", str(tmp_path / "lb.csv")]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(victim) in err and "re-run the same `robustmix eval`" in err, err
+    assert not (tmp_path / "rep").exists() and not (tmp_path / "lb.csv").exists()
+
+    good_rows = pd.read_parquet(BytesIO(good)).drop(columns="seconds")
+    again = run_eval(_small_spec(fake_fmnist), results, models={"m": _linear()}, device="cpu", progress=False,
+                     log=lambda *a: None)
+    err = capsys.readouterr().err
+    assert f"robustmix: warning: {victim} is corrupt" in err and "recomputing it" in err, err
+    # Recomputed: the same rows (all but the timing), and the store reads again.
+    pd.testing.assert_frame_equal(pd.read_parquet(victim).drop(columns="seconds"), good_rows)
+    pd.testing.assert_frame_equal(again.drop(columns="seconds"), summary.drop(columns="seconds"))
+    assert cli.main(["report", str(results), "--out", str(tmp_path / "rep")]) == 0
+
+
+def test_units_written_before_the_record_still_count(fake_fmnist, tmp_path, capsys):
+    from robustmix.results import UNIT_RECORD, ResultStore
+
+    results = tmp_path / "results"
+    _eval_small(fake_fmnist, results)
+    for path in unit_files(results):  # as the previous version wrote them: plain to_parquet, no record
+        pd.read_parquet(path).to_parquet(path, index=False)
+        import pyarrow.parquet as pq
+        assert UNIT_RECORD not in (pq.read_schema(path).metadata or {})
+    before = {p: p.stat().st_mtime_ns for p in unit_files(results)}
+    assert all(ResultStore(results).has_unit(p.stem) for p in before)
+    logged = []
+    _eval_small(fake_fmnist, results, log=logged.append)
+    assert not [line for line in logged if "robust/" in line]  # nothing recomputed
+    assert {p: p.stat().st_mtime_ns for p in unit_files(results)} == before
+    assert "warning" not in capsys.readouterr().err
+    assert cli.main(["report", str(results), "--out", str(tmp_path / "rep")]) == 0
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(fake_fmnist, tmp_path):
+    import socket
+
+    from robustmix.fileio import STALE_TEMP_SECONDS
+
+    results = tmp_path / "results"
+    _eval_small(fake_fmnist, results)
+    examples = results / "examples"
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    files = {  # name -> (mtime, removed?)
+        f".a.parquet.x1y2z3.{dead}@{host}.tmp": (None, True),         # this host, writer gone
+        f".b.parquet.x1y2z3.{os.getpid()}@{host}.tmp": (old, False),  # this host, writer alive (even if old)
+        ".c.parquet.x1y2z3.12345@elsewhere.tmp": (None, False),        # another host, recent: may be writing
+        ".d.parquet.x1y2z3.12345@elsewhere.tmp": (old, True),          # another host, an hour old
+        ".e.parquet.x1y2z3.tmp": (None, False),                         # the old naming, recent
+        ".f.parquet.x1y2z3.tmp": (old, True),                           # the old naming, an hour old
+    }
+    for name, (mtime, _) in files.items():
+        (examples / name).write_bytes(b"half a unit")
+        if mtime is not None:
+            os.utime(examples / name, (mtime, mtime))
+    _eval_small(fake_fmnist, results)
+    left = {p.name for p in examples.glob(".*")}
+    assert left == {name for name, (_, removed) in files.items() if not removed}
+
+
+def test_eval_that_fails_on_a_bad_checkpoint_creates_no_store(fake_fmnist, tmp_path, capsys):
+    zoo = ModelStore(tmp_path / "zoo")
+    recipe = Recipe(name="tiny", data=DataSection(root=str(fake_fmnist), train_subset=64),
+                    model=ModelSection(name="convmixer_16_2_ks3_p4"), epochs=1, batch_size=64, device="cpu")
+    (done,) = train_recipe(recipe, zoo, progress=False)
+    weights = zoo.path(done.name) / "weights.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'models = ["tiny/*"]\nstore = "{zoo.root}"\n[data]\nn = 8\nroot = "{fake_fmnist}"\n'
+                    '[threat.Linf]\neps = [0]\n[[attacks]]\nname = "fgsm"\n')
+    results = tmp_path / "results"
+    assert cli.main(["eval", str(spec), "--results", str(results), "--quiet", "--device", "cpu"]) == 2
+    assert "sha256" in capsys.readouterr().err
+    assert not results.exists()

@@ -9,7 +9,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import fixtures_results as fx  # noqa: E402
 
-from robustmix.report import load_results, write_report  # noqa: E402
+from robustmix.report import write_report  # noqa: E402
+from robustmix.results import load_results  # noqa: E402
 from robustmix.report_paired import paired_tables  # noqa: E402
 from robustmix.compare import compare, load_examples  # noqa: E402
 

@@ -144,6 +144,10 @@ def test_load_spec_errors(tmp_path):
     bad.write_text("models = [\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_spec(bad)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(bytes(range(256)) * 8)  # not UTF-8: tomllib fails before it parses
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_spec(binary)
 
 
 # --- bad inputs at run time, via run_eval and the CLI ------------------------------------------

@@ -196,3 +196,64 @@ def test_train_subset_is_checked_for_recipes_built_in_python(fake_fmnist, tmp_pa
             train_recipe(tiny_recipe(fake_fmnist, data=DataSection(root=str(fake_fmnist), train_subset=n)),
                          ModelStore(tmp_path), progress=False)
     assert ModelStore(tmp_path).names() == []
+
+
+class _CreatesFile:
+    """Unpickling this runs ``open(path, "w")``: a stand-in for any code a crafted file could run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "safetensors", "pickled code", "another model's state"])
+def test_corrupt_or_foreign_resume_state_is_one_line_and_restartable(fake_fmnist, tmp_path, capsys, kind):
+    import pickle
+
+    from safetensors.torch import save_file
+
+    from robustmix import cli
+    from robustmix.errors import CheckpointError
+    from robustmix.train import run_hash
+
+    recipe = tiny_recipe(fake_fmnist, epochs=2, augment=[])
+    store = ModelStore(tmp_path / "zoo")
+    def interrupt(epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_recipe(recipe, store, progress=False, on_epoch_end=interrupt)
+    state = store.partial_path("tiny/smooth-sigma1-s0") / "state.pt"
+    assert state.is_file()
+    victim = tmp_path / "created-by-the-state-file"
+    if kind == "random bytes":
+        state.write_bytes(os.urandom(3000))
+    elif kind == "safetensors":
+        save_file({"w": torch.zeros(3)}, str(state))
+    elif kind == "pickled code":
+        state.write_bytes(pickle.dumps({"epoch": 1, "model": _CreatesFile(victim)}, protocol=4))
+    else:  # this run's hash, with tensors of another architecture
+        this_run = run_hash(recipe, "smooth", {"sigma": 1.0}, 0)
+        torch.save({"epoch": 1, "elapsed": 1.0, "history": [], "recipe_hash": this_run,
+                    "model": {"w": torch.zeros(3)}, "optimizer": {}}, state)
+    with pytest.raises(CheckpointError) as exc:
+        train_recipe(recipe, store, progress=False)
+    msg = str(exc.value)
+    assert "\n" not in msg and str(state) in msg and f"delete {state.parent}" in msg, msg
+    assert not victim.exists()
+    capsys.readouterr()
+    recipe_file = tmp_path / "r.toml"
+    recipe_file.write_text(f'name = "tiny"\nvariants = ["smooth"]\nepochs = 2\nbatch_size = 64\n'
+                           f'eval_batch_size = 256\ndevice = "cpu"\n[data]\nroot = "{fake_fmnist}"\n'
+                           f'[model]\nname = "convmixer_16_2_ks3_p4"\n')
+    assert cli.main(["train", str(recipe_file), "--out", str(store.root), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robustmix: error: ") and err.count("\n") == 1 and "delete" in err, err
+    assert not victim.exists()
+
+    import shutil  # the fix the message names: delete the partial run, then the same command trains
+    shutil.rmtree(state.parent)
+    (done,) = train_recipe(recipe, store, progress=False)
+    assert done.status == "trained" and store.exists(done.name) and not state.exists()

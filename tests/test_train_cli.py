@@ -207,7 +207,36 @@ def test_train_subset_must_be_positive_and_fit_the_split(capsys, write_recipe, f
     huge = write_recipe("huge", fake_fmnist, data="train_subset = 1000")
     assert_fails(capsys, ["train", huge, "--out", tmp_path / "o"], ConfigError,
                  ["data.train_subset", "1000", "256"], recipe=huge)
-    assert ModelStore(tmp_path / "o").names() == [] and not (tmp_path / "o" / ".partial").exists()
+    assert not (tmp_path / "o").exists()  # not even an empty --out folder
+
+
+def test_failed_train_leaves_no_out_folder(capsys, write_recipe, fake_fmnist, tmp_path):
+    unknown = write_recipe("unknown", fake_fmnist, model="convmixer_no_such_model")
+    assert_fails(capsys, ["train", unknown, "--out", tmp_path / "o" / "zoo"], ConfigError,
+                 ["unknown model 'convmixer_no_such_model'"])
+    no_data = write_recipe("nodata", tmp_path / "no-data-here", data_name="mnist")
+    assert_fails(capsys, ["train", no_data, "--out", tmp_path / "o" / "zoo"], DataError,
+                 ["mnist not found", "download = true under [data]"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_third_party_import_warnings_stay_quiet_but_others_show(capsys, monkeypatch):
+    import warnings
+
+    def noisy(args):  # what importing robustbench prints, then robustmix's own error
+        warnings.warn_explicit("`torch.jit.interface` is deprecated. Please use `torch.compile` instead.",
+                               FutureWarning, "/site-packages/torch/jit/_script.py", 1643, module="torch.jit._script")
+        warnings.warn_explicit("pkg_resources is deprecated as an API.", UserWarning,
+                               "/site-packages/robustbench/loaders.py", 4, module="robustbench.loaders")
+        warnings.warn_explicit("something else", UserWarning, "/site-packages/other/x.py", 1, module="other.x")
+        raise ConfigError("the real problem")
+
+    monkeypatch.setattr(cli, "cmd_models", noisy)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        rc = cli.main(["models"])
+    assert rc == 2 and capsys.readouterr().err == "robustmix: error: the real problem\n"
+    assert [str(w.message) for w in shown] == ["something else"]  # only the named warnings are silenced
 
 
 def test_empty_variant_list(capsys, write_recipe, fake_fmnist, tmp_path):
