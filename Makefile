@@ -9,7 +9,7 @@ ZOO ?= zoo/store
 RESULTS ?= results/$(DEMO)
 REPORT ?= reports/$(DEMO)
 
-.PHONY: demo test paper setup system bench clean-venv
+.PHONY: demo test paper paper-long setup system bench clean-venv
 
 $(STAMP): pyproject.toml scripts/setup_env.sh scripts/check_robustbench.py
 	bash scripts/setup_env.sh $(PYTHON) $(VENV)
@@ -33,6 +33,11 @@ demo: setup system
 paper: setup system
 	$(PY) -m robustmix data prepare fashion-mnist
 	$(PY) -m robustmix reproduce paper --out reports/paper
+
+# The same study at the scale the 60-minute one cannot afford (hours on a CPU; every step resumes).
+paper-long: setup system
+	$(PY) -m robustmix data prepare fashion-mnist
+	$(PY) -m robustmix reproduce paper --long --out reports/paper-long
 
 # Tests that need the Debian packages skip (with the reason) when they cannot be installed.
 test: setup
