@@ -173,33 +173,45 @@ S = "fashion-mnist-smoothing"
 
 
 def _smooth(accs):
-    return store({f"{S}/smooth-sigma{s:g}-s0": (0.88, {"pgd": a}) for s, a in accs.items()})
+    """Examples of smooth models at each sigma, and model -> sigma as a models table gives it
+    (the names say nothing of sigma: it comes from the table)."""
+    names = {s: f"{S}/smooth-{i}-s0" for i, s in enumerate(accs)}
+    return store({names[s]: (0.88, {"pgd": a}) for s, a in accs.items()}), {names[s]: s for s in accs}
+
+
+def c3b(accs, diag=None):
+    ex, sigmas = _smooth(accs)
+    return V.claim3b(ex, diag, S, sigmas=sigmas)
 
 
 def test_claim3b():
-    assert V.claim3b(_smooth({0: 0.2, 0.5: 0.25, 1: 0.3, 2: 0.45}), None, S).verdict == V.HOLDS
-    assert V.claim3b(_smooth({0: 0.45, 0.5: 0.3, 1: 0.2, 2: 0.1}), None, S).verdict == V.FAILS
+    assert c3b({0: 0.2, 0.5: 0.25, 1: 0.3, 2: 0.45}).verdict == V.HOLDS
+    assert c3b({0: 0.45, 0.5: 0.3, 1: 0.2, 2: 0.1}).verdict == V.FAILS
     # A reversed middle pair (sigma 1 significantly below sigma 0.5) contradicts it.
-    v = V.claim3b(_smooth({0: 0.2, 0.5: 0.4, 1: 0.25, 2: 0.45}), None, S)
+    v = c3b({0: 0.2, 0.5: 0.4, 1: 0.25, 2: 0.45})
     assert v.verdict == V.FAILS and v.numbers["reversed_pairs"] == ["sigma 1 - sigma 0.5 robust accuracy"]
-    assert V.claim3b(_smooth({0: 0.2, 2: 0.22}), None, S).verdict == V.HOLDS   # 10 one-way pairs
-    assert V.claim3b(_smooth({0: 0.2, 2: 0.204}), None, S).verdict == V.NOT_SHOWN
-    v = V.claim3b(_smooth({0: 0.2, 2: 0.45}), flags((f"{S}/smooth-sigma2-s0", "non-monotonic")), S)
+    assert c3b({0: 0.2, 2: 0.22}).verdict == V.HOLDS   # 10 one-way pairs
+    assert c3b({0: 0.2, 2: 0.204}).verdict == V.NOT_SHOWN
+    v = c3b({0: 0.2, 2: 0.45}, flags((f"{S}/smooth-1-s0", "non-monotonic")))
     assert v.verdict == V.NOT_SHOWN
-    assert V.claim3b(_smooth({1: 0.3}), None, S).verdict == V.NOT_SHOWN
+    assert c3b({1: 0.3}).verdict == V.NOT_SHOWN
 
 
 def test_claim3b_takes_chans_as_sigma_zero():
     # A zoo that trains smooth at sigma 1 and 2 only: its chans models are the sigma-0 point.
     s = store({f"{S}/chans-s0": (0.88, {"pgd": 0.45}), f"{S}/smooth-sigma1-s0": (0.88, {"pgd": 0.3}),
                f"{S}/smooth-sigma2-s0": (0.88, {"pgd": 0.2})})
-    v = V.claim3b(s, None, S)
+    models = pd.DataFrame({"model": [f"{S}/chans-s0", f"{S}/smooth-sigma1-s0", f"{S}/smooth-sigma2-s0"],
+                           "variant": ["chans", "smooth", "smooth"], "sigma": [np.nan, 1.0, 2.0]})
+    v = V.claim3b(s, None, S, sigmas=V.smooth_sigmas(models))
     assert v.verdict == V.FAILS and v.numbers["sigmas"] == [0.0, 1.0, 2.0]
     assert "sigma 2 - sigma 0 " in v.test.what
     # With a smooth sigma-0 model of its own, chans is not added a second time.
-    s0 = _smooth({0: 0.2, 2: 0.45})
+    s0, sigmas = _smooth({0: 0.2, 2: 0.45})
     s0 = pd.concat([s0, store({f"{S}/chans-s0": (0.88, {"pgd": 0.9})})], ignore_index=True)
-    assert V.claim3b(s0, None, S).verdict == V.HOLDS
+    assert V.claim3b(s0, None, S, sigmas={**sigmas, f"{S}/chans-s0": 0.0}).verdict == V.HOLDS
+    # Without the models table there is no sigma to read: nothing to decide.
+    assert V.claim3b(s0, None, S).verdict == V.NOT_SHOWN
 
 
 def _spectrum(kinds):

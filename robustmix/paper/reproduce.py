@@ -145,7 +145,8 @@ def reproduce_paper(out_dir="reports/paper", store=None, results=None, device=No
     un_results = train_unshuffle(un, un_dir, device=device, log=lambda m: None if quick else log(m))
     grid = write_unshuffle_grid(un, un_dir)
     write_unshuffle_report(un_results, grid, out / "unshuffle")
-    verdicts = all_verdicts(load_examples(results, res.summary), res.diagnostics, table, un_results)
+    verdicts = all_verdicts(load_examples(results, res.summary), res.diagnostics, table, un_results,
+                            models=res.models)
     figures = {"4": out / "spectrum" / "spectrum.png", "6": grid}
     return write_index(verdicts, out, figures=figures,
                        links={"eval": "eval/index.html", "spectrum": "spectrum/spectrum.csv",

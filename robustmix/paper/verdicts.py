@@ -197,16 +197,21 @@ def claim3(examples: pd.DataFrame, diagnostics: pd.DataFrame | None = None, reci
 
 def claim3b(examples: pd.DataFrame, diagnostics: pd.DataFrame | None = None, recipe: str | None = None,
             eps: float = ROBUST_EPS, threat_model: str = "Linf", alpha: float = ALPHA,
-            p_holm: float | None = None) -> Verdict:
-    """Robust accuracy of smooth-sigma<s> rises with sigma: the largest sigma significantly above
-    the smallest (paired, worst case over white-box attacks) and no pair of sigmas significantly
-    reversed (Holm over the pairs at alpha); flags on any smooth model -> not shown. The recipe's
-    chans models, when present, are the sigma-0 point: smoothing by a Gaussian of width 0 leaves
-    the random bank as it is, so a zoo need not train chans twice."""
-    tags = {split_name(m)[1] for m in model_names(examples) if recipe is None or split_name(m)[0] == recipe}
-    sig = {t: float(t[len("smooth-sigma"):]) for t in tags if re.fullmatch(r"smooth-sigma[0-9.e+-]+", t)}
-    if sig and "chans" in tags and 0.0 not in sig.values():
-        sig["chans"] = 0.0
+            p_holm: float | None = None, sigmas: dict | None = None) -> Verdict:
+    """Robust accuracy of the smooth variant rises with its sigma: the largest sigma significantly
+    above the smallest (paired, worst case over white-box attacks) and no pair of sigmas
+    significantly reversed (Holm over the pairs at alpha); flags on any smooth model -> not shown.
+
+    ``sigmas``: model name -> sigma, from the result store's models table (``smooth_sigmas``), never
+    from the name. chans models are the sigma-0 point: smoothing by a Gaussian of width 0 leaves the
+    random bank as it is, so a zoo need not train chans twice."""
+    sig = {}
+    for m, s in (sigmas or {}).items():
+        r, tag, _ = split_name(m)
+        if m in set(model_names(examples)) and (recipe is None or r == recipe):
+            sig[tag] = float(s)
+    if 0.0 in sig.values() and "chans" in sig and sum(v == 0.0 for v in sig.values()) > 1:
+        del sig["chans"]  # the zoo trained a smooth sigma-0 model of its own
     tags = sorted(sig, key=sig.get)
     sig = {t: sig[t] for t in tags}  # in sigma order, as the evidence lists them
     if len(tags) < 2:
@@ -411,8 +416,21 @@ def claim6(results: pd.DataFrame | None, margin_db: float = BASELINE_MARGIN_DB,
                                                   "from full.", nums)
 
 
+def smooth_sigmas(models: pd.DataFrame | None) -> dict[str, float]:
+    """Model name -> sigma of its random bank's smoothing, from a store's models table: the
+    ``sigma`` column of smooth models, 0 for chans (the unsmoothed random bank)."""
+    if models is None or models.empty or "variant" not in models.columns:
+        return {}
+    out = {str(m): 0.0 for m in models.loc[models["variant"] == "chans", "model"]}
+    if "sigma" in models.columns:
+        smooth = models[(models["variant"] == "smooth") & models["sigma"].notna()]
+        out.update({str(m): float(s) for m, s in smooth[["model", "sigma"]].itertuples(index=False)})
+    return out
+
+
 def all_verdicts(examples: pd.DataFrame | None, diagnostics: pd.DataFrame | None = None,
                  spectrum: pd.DataFrame | None = None, unshuffle: pd.DataFrame | None = None, *,
+                 models: pd.DataFrame | None = None,
                  core: str = "fashion-mnist-core", controls: str = "fashion-mnist-controls",
                  width_prefix: str = "fashion-mnist-width-w", eps: float = ROBUST_EPS,
                  alpha: float = ALPHA) -> list[Verdict]:
@@ -427,7 +445,7 @@ def all_verdicts(examples: pd.DataFrame | None, diagnostics: pd.DataFrame | None
     examples = compact(examples)
     first = [claim1(examples, core, alpha=alpha), claim2(examples, core, alpha=alpha),
              claim3(examples, diagnostics, core, eps, alpha=alpha),
-             claim3b(examples, diagnostics, core, eps, alpha=alpha),
+             claim3b(examples, diagnostics, core, eps, alpha=alpha, sigmas=smooth_sigmas(models)),
              claim4(spectrum, examples, controls, alpha=alpha), claim5(examples, prefix=width_prefix, alpha=alpha)]
     adj, _ = holm([v.test.p if v.tested and v.test is not None else np.nan for v in first], alpha)
     out = []
