@@ -36,7 +36,6 @@ constants, each a keyword argument of the function that uses it.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
