@@ -316,12 +316,14 @@ def test_write_index_escapes_and_is_self_contained(tmp_path):
     test = V.Test("chans - full <x>", "exact McNemar", 0.031, 0.004, 0.058, 0.0213, 2000, 1, 0.0125, p_holm=0.0639)
     vs = [V.Verdict("1", "s <b>", V.HOLDS, "<script>alert(1)</script>", {"x": "<i>"}),
           V.Verdict("3", "t", V.NOT_SHOWN, "e", {}, test, True)]
-    index = write_index(vs, tmp_path / "paper", links={"eval": "eval/index.html"})
+    index = write_index(vs, tmp_path / "paper", links={"eval": "eval/index.html"},
+                        accuracy=[("core/full-s0 <b>", 0.8792, 10000)])
     page = index.read_text()
     # Each claim's test: estimate and interval in points, p raw and Holm-adjusted, MDD.
     assert "3.1 [0.4, 5.8]" in page and "<td>0.0213</td>" in page and "<td>0.0639</td>" in page
     assert "<td>1.2</td>" in page and "chans - full &lt;x&gt;" in page
     assert "<script>alert" not in page and "&lt;script&gt;" in page
+    assert "core/full-s0 &lt;b&gt;</td><td>87.92%</td><td>10000" in page and "WRN-28-10" in page
     assert 'class="v holds"' in page and 'class="v not-shown"' in page
     assert [p.name for p in (tmp_path / "paper").iterdir()] == ["index.html"]  # temp dir cleaned up
 
@@ -341,3 +343,14 @@ def test_recipes_and_spec_for_reproduce(tmp_path):
 
     with pytest.raises(ConfigError, match="models"):  # nothing trained: every pattern dropped
         paper_spec(root, tmp_path / "empty-zoo", tmp_path / "res", quick=True)
+
+
+def test_clean_accuracy_takes_the_clean_pass_on_the_most_examples():
+    from robustmix.paper.reproduce import clean_accuracy
+
+    s = pd.DataFrame([dict(model="m", attack="clean", eps=0.0, n=10000, robust_acc=0.87),
+                      dict(model="m", attack="pgd", eps=0.0, n=2000, robust_acc=0.9),
+                      dict(model="m", attack="pgd", eps=E8, n=2000, robust_acc=0.2),
+                      dict(model="m", attack="worst-case", eps=0.0, n=10000, robust_acc=0.5),
+                      dict(model="a", attack="fgsm", eps=0.0, n=500, robust_acc=0.8)])
+    assert clean_accuracy(s) == [("a", 0.8, 500), ("m", 0.87, 10000)]
