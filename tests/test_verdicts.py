@@ -354,3 +354,12 @@ def test_clean_accuracy_takes_the_clean_pass_on_the_most_examples():
                       dict(model="m", attack="worst-case", eps=0.0, n=10000, robust_acc=0.5),
                       dict(model="a", attack="fgsm", eps=0.0, n=500, robust_acc=0.8)])
     assert clean_accuracy(s) == [("a", 0.8, 500), ("m", 0.87, 10000)]
+
+
+def test_white_box_lists_the_attacks_that_ran_at_the_compared_eps():
+    from robustmix.paper.claim_tests import white_box
+
+    ex = pd.concat([rows("m", "clean", 0.0, vec(0.9)), rows("m", "pgd", 0.0, vec(0.9)),
+                    rows("m", "pgd", E8, vec(0.2)), rows("m", "square", E8, vec(0.3, 200))])
+    assert sorted(white_box(ex)) == ["clean", "pgd"]
+    assert white_box(ex, "Linf", E8) == ["pgd"]

@@ -18,6 +18,7 @@ from scipy import stats as sps
 
 from ..compare import Comparison, example_table, paired_comparison
 from ..diagnostics import BLACK_BOX
+from ..eps import EPS_TOL
 from ..schema import WORST_CASE
 from ..stats import ALPHA, POWER, mdd_seeds, seed_summary
 
@@ -88,8 +89,12 @@ def seed_pairs(examples, tag_a: str, tag_b: str, recipe: str | None = None) -> l
     return [(s, a[s], b[s]) for s in sorted(set(a) & set(b), key=lambda x: (x is None, x))]
 
 
-def white_box(examples: pd.DataFrame) -> list[str]:
-    """Attack labels other than the black-box ones (by label or kind)."""
+def white_box(examples: pd.DataFrame, threat_model: str | None = None, eps: float | None = None) -> list[str]:
+    """Attack labels other than the black-box ones (by label or kind); with ``threat_model`` and
+    ``eps``, only those that ran there (so a clean pass at eps 0 is not listed at 8/255)."""
+    if threat_model is not None and eps is not None:
+        examples = examples[(examples["threat_model"] == threat_model)
+                            & ((examples["eps"] - eps).abs() <= EPS_TOL * max(1.0, abs(eps)))]
     kinds = examples.drop_duplicates("attack").set_index("attack").get("attack_kind")
     return [a for a in examples["attack"].unique()
             if a not in BLACK_BOX and (kinds is None or kinds.get(a) not in BLACK_BOX)]

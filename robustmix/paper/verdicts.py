@@ -164,7 +164,7 @@ def claim3(examples: pd.DataFrame, diagnostics: pd.DataFrame | None = None, reci
     contradicts it; any diagnostic flag on the chans/smooth models of the recipe -> not shown."""
     pairs = seed_pairs(examples, tag, "full", recipe)
     ex = examples[examples["model"].isin([m for p in pairs for m in p[1:]])] if pairs else examples
-    white = white_box(ex) if pairs else []
+    white = white_box(ex, threat_model, eps) if pairs else []
     what = f"{tag} - full robust accuracy, {threat_model} eps {eps * 255:.3g}/255, worst case over white-box attacks"
     test = combine(pair_comparisons(ex, pairs, threat_model, eps, white), what, alpha=alpha) if white else None
     if test is None:
@@ -216,7 +216,7 @@ def claim3b(examples: pd.DataFrame, diagnostics: pd.DataFrame | None = None, rec
     if len(tags) < 2:
         return _missing("3b", f"white-box rows at eps {eps:.4g} for at least two smooth sigmas "
                               f"in {recipe or 'any recipe'}")
-    white = white_box(examples[examples["model"].map(lambda m: split_name(m)[1] in sig)])
+    white = white_box(examples[examples["model"].map(lambda m: split_name(m)[1] in sig)], threat_model, eps)
 
     def test_of(hi, lo):
         comps = pair_comparisons(examples, seed_pairs(examples, hi, lo, recipe), threat_model, eps, white)
