@@ -47,7 +47,6 @@ GPU_WIDTHS = (128, 256)  # paper scale: pass widths=CPU_WIDTHS + GPU_WIDTHS on a
 ZOO = {"core": "zoo/fashion-mnist-core.toml", "controls": "zoo/fashion-mnist-controls.toml",
        "width": "zoo/fashion-mnist-width.toml", "unshuffle": "zoo/fashion-mnist-unshuffle.toml"}
 SPEC = "evals/paper-cpu.toml"
-DEMO_PATTERN = "fashion-mnist-demo/*"
 SPECTRUM_BANKS = ["random", "shared", "correlated:rho=0.5", "correlated:rho=0.9", "delta", "box",
                   "gaussian:sigma=1", "smooth:sigma=1"]
 QUICK = {"train_subset": 300, "epochs": 1, "eval_n": 100, "attack_n": 16, "queries": 50, "pgd_steps": 5,
@@ -91,13 +90,12 @@ def classify_recipes(root: Path, widths=None, quick: bool = False, long: bool = 
 
 
 def paper_spec(root: Path, store, results, quick: bool = False, long: bool = False):
-    """evals/paper-cpu.toml with patterns that match nothing dropped, plus the demo zoo if present."""
+    """evals/paper-cpu.toml with patterns that match nothing dropped. The demo zoo is not added
+    even when it exists, so the study's report is the same whether or not `make demo` ran."""
     data = load_toml(root / SPEC)
     data.setdefault("name", Path(SPEC).stem)
     zoo = ModelStore(store)
     models = [p for p in data["models"] if zoo.names(p)]
-    if zoo.names(DEMO_PATTERN) and DEMO_PATTERN not in models:
-        models.append(DEMO_PATTERN)
     data.update(models=models, store=str(store), results=str(results))
     if quick:
         data["name"] += "-quick"
