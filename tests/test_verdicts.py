@@ -339,6 +339,12 @@ def test_recipes_and_spec_for_reproduce(tmp_path):
     assert names[:2] == ["fashion-mnist-core", "fashion-mnist-controls"]
     assert [r.model.args["dim"] for r in rs[2:]] == list(CPU_WIDTHS)
     assert all(r.epochs == 1 and r.data.train_subset == 300 for r in rs)
+    from robustmix.paper.reproduce import LONG
+
+    long = classify_recipes(root, long=True)
+    assert [r.model.args["dim"] for r in long[2:]] == list(LONG["widths"])
+    assert long[0].seeds == LONG["core_seeds"] and all(r.epochs == LONG["epochs"] for r in long)
+    assert classify_recipes(root)[0].epochs == 2 and classify_recipes(root)[0].seeds == [0, 1, 2]
     from robustmix.errors import ConfigError
 
     with pytest.raises(ConfigError, match="models"):  # nothing trained: every pattern dropped
