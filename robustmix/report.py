@@ -26,7 +26,7 @@ from .eps import format_eps
 from .errors import StoreError
 from .fileio import atomic_dir, model_slug
 from .page import esc, html_page
-from .paper.spectrum import envelope_coverage, spectral_envelope
+from .spectrum import envelope_coverage, spectral_envelope
 from .results import Results, load_results, model_flags
 from .schema import WORST_CASE
 from .compare import load_examples

@@ -9,7 +9,7 @@ import robustmix
 from robustmix.cli import build_parser
 from robustmix.errors import ConfigError
 from robustmix.paper.analysis import bank_for, spectrum_table, write_spectrum_report
-from robustmix.paper.spectrum import spectral_envelope
+from robustmix.spectrum import spectral_envelope
 
 
 # Tiny tensors on 2 contended threads spin-wait; one thread is faster and deterministic.

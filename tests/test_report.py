@@ -1,4 +1,4 @@
-"""HTML report (robustmix.report), spectra (robustmix.paper.spectrum), and a real-browser check."""
+"""HTML report (robustmix.report), spectra (robustmix.spectrum), and a real-browser check."""
 import base64
 import fcntl
 import html
@@ -21,7 +21,7 @@ import pytest
 
 from robustmix.errors import StoreError
 from robustmix.fileio import model_slug
-from robustmix.paper.spectrum import envelope_coverage, spectral_envelope
+from robustmix.spectrum import envelope_coverage, spectral_envelope
 from robustmix.report import auc, headline, write_report
 from robustmix.results import load_results
 

@@ -9,7 +9,7 @@ import torch
 
 import robustmix
 from robustmix.errors import ConfigError
-from robustmix.paper.spectrum import spectral_envelope
+from robustmix.spectrum import spectral_envelope
 from robustmix.schema import MODEL_COLUMNS, SUMMARY_COLUMNS, VARIANT_PARAMS
 from robustmix.variants import (VARIANTS, apply_variant, audit_frozen, frozen_state, parse_variant, resolve_variant,
                                 smooth_filters, variant_tag)

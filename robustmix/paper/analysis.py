@@ -4,7 +4,7 @@ A bank is the (C, k, k) weight of one depthwise (SpatialMix) layer: either
 taken from a trained model, or generated here through the very fill
 functions the variants use (``robustmix.variants.VARIANTS[...].fill``), so a
 generated bank is bit-identical to the first frozen layer of a model built
-with that variant and seed. The envelope math is ``robustmix.paper.spectrum``.
+with that variant and seed. The envelope math is ``robustmix.spectrum`` (core: the report of any store draws it too).
 
 ``spectrum_table`` gives, per bank, the envelope's coverage as the bank grows
 from 1 to C filters; ``write_spectrum_report`` writes it as CSV plus a figure
@@ -25,7 +25,7 @@ from ..fileio import atomic_path
 from ..models.layers import SpatialMix
 from ..store import ModelStore, default_store_root, load_checkpoint
 from ..variants import VARIANTS, parse_variant, resolve_variant
-from .spectrum import DEFAULT_THRESHOLD_FRACTION, _magnitudes, envelope_coverage
+from ..spectrum import DEFAULT_THRESHOLD_FRACTION, _magnitudes, envelope_coverage
 
 # Generated bank kind -> the variant whose fill draws it. "random" is the
 # framework's default init of a depthwise conv, i.e. what `chans` freezes.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 # Default coverage threshold, as a fraction of the mean per-filter peak |DFT|.
 # Half the typical peak gain (-6 dB) is the usual "pass band" cut-off: a
