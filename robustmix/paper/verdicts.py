@@ -204,10 +204,11 @@ def claim3b(examples: pd.DataFrame, diagnostics: pd.DataFrame | None = None, rec
     ``sigmas``: model name -> sigma, from the result store's models table (``smooth_sigmas``), never
     from the name. chans models are the sigma-0 point: smoothing by a Gaussian of width 0 leaves the
     random bank as it is, so a zoo need not train chans twice."""
+    present = set(model_names(examples))  # once: it scans every example row
     sig = {}
     for m, s in (sigmas or {}).items():
         r, tag, _ = split_name(m)
-        if m in set(model_names(examples)) and (recipe is None or r == recipe):
+        if m in present and (recipe is None or r == recipe):
             sig[tag] = float(s)
     if 0.0 in sig.values() and "chans" in sig and sum(v == 0.0 for v in sig.values()) > 1:
         del sig["chans"]  # the zoo trained a smooth sigma-0 model of its own
