@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from .eps import EPS_TOL  # the one eps tolerance (eps.same_eps), vectorised here
+from .eps import same_eps
 from .results import ResultStore
 from .schema import WORST_CASE
 from .stats import (ALPHA, auc_difference, curve_auc, mcnemar_exact, mdd_paired, mdd_seeds, paired_counts,
@@ -65,7 +65,7 @@ def example_table(examples: pd.DataFrame, threat_model: str, eps: float, attack:
     example enters the table only if every model ran the same set of attacks
     on it; ``table.attrs["dropped"]`` counts the others and
     ``table.attrs["attacks"]`` names the attacks used."""
-    ex = examples[(examples["threat_model"] == threat_model) & ((examples["eps"] - eps).abs() <= EPS_TOL * max(1.0, abs(eps)))]
+    ex = examples[(examples["threat_model"] == threat_model) & same_eps(examples["eps"], eps)]
     if models is not None:
         ex = ex[ex["model"].isin(list(models))]
     if attack != WORST_CASE:

@@ -63,5 +63,6 @@ def check_eps(eps: float, threat_model: str | None = None, where: str = "eps") -
 
 
 def same_eps(a: float, b: float) -> bool:
-    """Whether two eps are one value up to EPS_TOL (relative for eps above 1)."""
+    """Whether two eps are one value up to EPS_TOL (relative for eps above 1). ``a`` may be an
+    array or a pandas Series: the answer is then elementwise (how per-example rows are filtered)."""
     return abs(a - b) <= EPS_TOL * max(1.0, abs(b))

@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from ..compare import Comparison, example_table, paired_comparison
 from ..diagnostics import BLACK_BOX
-from ..eps import EPS_TOL
+from ..eps import same_eps
 from ..schema import WORST_CASE
 from ..stats import ALPHA, POWER, mdd_seeds, seed_summary
 
@@ -94,7 +94,7 @@ def white_box(examples: pd.DataFrame, threat_model: str | None = None, eps: floa
     ``eps``, only those that ran there (so a clean pass at eps 0 is not listed at 8/255)."""
     if threat_model is not None and eps is not None:
         examples = examples[(examples["threat_model"] == threat_model)
-                            & ((examples["eps"] - eps).abs() <= EPS_TOL * max(1.0, abs(eps)))]
+                            & same_eps(examples["eps"], eps)]
     kinds = examples.drop_duplicates("attack").set_index("attack").get("attack_kind")
     return [a for a in examples["attack"].unique()
             if a not in BLACK_BOX and (kinds is None or kinds.get(a) not in BLACK_BOX)]
