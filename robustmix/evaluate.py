@@ -16,12 +16,10 @@ validate does), without changing the unit or its seed.
 from __future__ import annotations
 
 import ctypes
-import fnmatch
-import hashlib
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -38,126 +36,16 @@ from .device import resolve_device
 from .diagnostics import RANDOMIZED, check_curves, eot_warnings, is_randomized, probe_model, vote_results
 from .distributed import init_world, rank_device
 from .eps import format_eps
-from .errors import ConfigError, DataError, RobustmixError
-from .external import build_external, check_external
-from .models.layers import SpatialMix, count_params
+from .errors import RobustmixError
+from .models.layers import count_params
 from .provenance import code_version, device_description, package_versions, stable_hash
 from .results import ResultStore, RunInfo, aggregate
 from .schema import DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_VERSION, VARIANT_PARAMS, WORST_CASE
-from .spec import DEFAULT_VOTES, AttackSpec, EvalSpec, check_n
-from .store import ModelStore, default_store_root, sha256_file
+from .spec import EvalSpec
+from .targets import Target, check_expects, check_fit, first_bank, resolve_targets
+from .units import Unit, example_indices, plan_units, unit_seed
 
 PROBE_EXAMPLES = 64
-
-
-@dataclass
-class Target:
-    """A model to evaluate, loaded lazily, with what the results table needs to know."""
-    name: str
-    load: Callable[[], nn.Module]
-    fingerprint: str                 # identity of the weights: part of every unit key
-    variant: str = "external"
-    arch: str = "external"
-    dataset: str = ""
-    train_seed: float = float("nan")
-    source: str = "zoo"
-    variant_params: dict = field(default_factory=dict)
-    expects: dict | None = None      # channels / image_size / num_classes the model was trained for
-
-
-def _fingerprint(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def resolve_targets(spec: EvalSpec, given: dict[str, nn.Module] | None = None) -> list[Target]:
-    """Zoo names/patterns, then external models, then modules handed in by a caller."""
-    store = ModelStore(spec.store or default_store_root())
-    targets: list[Target] = []
-    for pattern in spec.models:
-        if given and pattern in given:
-            continue
-        names = store.names(pattern)
-        if not names:
-            raise ConfigError(f"models: '{pattern}' matches no model in {store.root}; "
-                              f"see `robustmix zoo list` or train it with `robustmix train`")
-        for name in names:
-            meta = store.meta(name)
-            targets.append(Target(
-                name=name, load=lambda n=name: store.load(n)[0], fingerprint=meta["weights_sha256"],
-                variant=meta["variant"], arch=meta["model"]["name"], dataset=meta["dataset"]["name"],
-                train_seed=meta["seed"], variant_params=meta["variant_params"], expects=meta["dataset"]))
-    for ext in spec.external:
-        check_external(ext)  # a bad factory or weights path fails now, before the store exists
-        ident = stable_hash(asdict(ext))
-        if ext.weights:
-            if Path(ext.weights).is_file():
-                ident = stable_hash([ident, sha256_file(Path(ext.weights))])
-        targets.append(Target(name=ext.name, load=lambda e=ext: build_external(e), fingerprint=ident,
-                              arch=ext.robustbench or ext.factory, dataset=ext.dataset,
-                              source="robustbench" if ext.robustbench else "factory"))
-    for name, module in (given or {}).items():
-        targets.append(Target(name=name, load=lambda m=module: m, fingerprint=_fingerprint(module),
-                              arch=type(module).__name__, dataset=spec.data.name, source="python",
-                              variant=getattr(module, "variant", "external")))
-    seen = set()
-    unique = [t for t in targets if not (t.name in seen or seen.add(t.name))]
-    return unique
-
-
-def _describe(info) -> str:
-    return f"{info.name} ({info.channels}x{info.image_size[0]}x{info.image_size[1]}, {info.num_classes} classes)"
-
-
-def check_expects(target: Target, info) -> None:
-    """A zoo model's recorded data set against the spec's, without loading the model."""
-    exp = target.expects
-    if exp is not None:
-        have = (exp["channels"], tuple(exp["image_size"]), exp["num_classes"])
-        if have != (info.channels, tuple(info.image_size), info.num_classes):
-            raise DataError(f"model {target.name} was trained on {exp['name']} ({have[0]}x{have[1][0]}x{have[1][1]}, "
-                            f"{have[2]} classes) but the spec's data is {_describe(info)}; "
-                            f"evaluate it on {exp['name']}")
-
-
-def check_fit(target: Target, model: nn.Module, info, device) -> None:
-    """A data set that does not fit the model is a one-line DataError, not a shape trace."""
-    check_expects(target, info)
-    want = _describe(info)
-    probe = torch.zeros(1, info.channels, *info.image_size, device=device)
-    previous = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(probe)
-    except RuntimeError as exc:
-        raise DataError(f"model {target.name} cannot take {want} inputs ({str(exc).splitlines()[0][:120]}); "
-                        f"choose the data set it was built for") from None
-    finally:
-        model.train(previous)
-    if out.ndim != 2 or out.shape[1] != info.num_classes:
-        raise DataError(f"model {target.name} outputs {tuple(out.shape[1:])} scores but {info.name} has "
-                        f"{info.num_classes} classes; choose the data set it was built for")
-
-
-def example_indices(spec: EvalSpec, n_total: int) -> torch.Tensor:
-    """The seeded, recorded subset of the split that every attack draws from (in order)."""
-    n = check_n(spec.data.n, "data.n")
-    if n > n_total:  # not clamped: the results would silently cover fewer examples than asked for
-        raise ConfigError(f"data.n = {n} but {spec.data.name} {spec.data.split} has {n_total} examples; "
-                          f"use n <= {n_total} (data.n in the spec or --n)")
-    g = torch.Generator().manual_seed(spec.seed)
-    return torch.randperm(n_total, generator=g)[:n]
-
-
-def first_bank(model: nn.Module) -> np.ndarray | None:
-    layers = [m for m in model.modules() if isinstance(m, SpatialMix)]
-    if not layers:
-        return None
-    return layers[0].weight.detach().cpu().squeeze(1).numpy()
 
 
 def _release_memory() -> None:
@@ -172,63 +60,6 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
-
-
-def _unit_seed(*parts) -> int:
-    return int(stable_hash(list(parts))[:8], 16)
-
-
-@dataclass
-class Unit:
-    """One work unit: a model x attack x threat model x chunk of the example subset, every eps."""
-    target: Target
-    attack: AttackSpec
-    threat_model: str
-    grid: list[float]
-    start: int
-    stop: int
-    source: Target | None            # a transfer attack's source model
-    key: str                         # names the unit's file in the store: everything that determines it
-
-
-def plan_units(spec: EvalSpec, targets: list[Target], data_id: list, n: int) -> list[Unit]:
-    """Every unit of the eval, in a fixed order: models, attacks, threat models, chunks.
-
-    The order is a function of the spec alone, so every process of a sharded
-    eval derives the same list and takes its share by position.
-    """
-    by_name = {t.name: t for t in targets}
-    for attack in spec.attack_list:
-        for pattern in attack.models or ():
-            if not fnmatch.filter(by_name, pattern):
-                raise ConfigError(f"attack '{attack.label}': models pattern '{pattern}' matches none of the spec's "
-                                  f"models ({', '.join(by_name)}); fix the pattern or drop it")
-    units = []
-    for target in targets:
-        for attack in spec.attack_list:
-            if attack.models is not None and not any(fnmatch.fnmatch(target.name, p) for p in attack.models):
-                continue
-            source = None
-            if "source" in attack.params:
-                source = by_name.get(attack.params["source"])
-                if source is None:
-                    raise ConfigError(f"attack '{attack.label}': source '{attack.params['source']}' is not one of "
-                                      f"the spec's models ({', '.join(by_name)}); set source to one of them")
-            for tm in spec.attack_threats(attack):
-                grid = spec.attack_eps(attack, tm)
-                n_att = min(attack.n or n, n)  # an attack's n is "at most": a smaller --n run covers all of it
-                for start in range(0, n_att, spec.data.batch_size):
-                    stop = min(start + spec.data.batch_size, n_att)
-                    # A transfer unit also depends on the source model's weights.
-                    parts = [target.name, target.fingerprint, attack.name, attack.params,
-                             source.fingerprint if source is not None else None, tm, grid, data_id, start, stop,
-                             spec.nested, STORE_VERSION]
-                    if spec.precision != "fp32":  # so fp32 units keep the keys they had before precision existed
-                        parts.append(spec.precision)
-                    if spec.randomized_votes != DEFAULT_VOTES:  # likewise; it decides a randomised model's rows
-                        parts.append(["votes", spec.randomized_votes])
-                    units.append(Unit(target, attack, tm, grid, start, stop, source, stable_hash(parts)[:32]))
-    return units
 
 
 class DeviceMemoryError(RobustmixError):
@@ -276,7 +107,7 @@ def attack_chunk(atk, model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: 
         res = sweep(atk, model, x, y, grid, seed, nested=nested)
         clean = res[grid[0]].correct if grid[0] == 0 else _clean(model, x, y)
         return res, clean
-    parts = [attack_chunk(atk, model, x[s:s + micro], y[s:s + micro], grid, _unit_seed(seed, s), nested, micro)
+    parts = [attack_chunk(atk, model, x[s:s + micro], y[s:s + micro], grid, unit_seed(seed, s), nested, micro)
              for s in range(0, len(x), micro)]
     res = {e: AttackResult(x_adv=torch.cat([r[e].x_adv for r, _ in parts]),
                            correct=torch.cat([r[e].correct for r, _ in parts]),
@@ -372,7 +203,7 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
                 store.write_bank(target.name, bank)
 
         if probe:
-            seed = _unit_seed(spec.seed, target.name, "probe")
+            seed = unit_seed(spec.seed, target.name, "probe")
 
             def run_probe(k):
                 x, y = datasets.batch(ds, indices[:k])
@@ -433,7 +264,7 @@ def _run_unit(spec: EvalSpec, store: ResultStore, unit: Unit, model: nn.Module, 
     idx = indices[unit.start:unit.stop]
     x, y = datasets.batch(ds, idx)
     x, y = x.to(dev), y.to(dev)
-    seed = _unit_seed(spec.seed, target.name, attack.label, tm, unit.start)
+    seed = unit_seed(spec.seed, target.name, attack.label, tm, unit.start)
     what = f"{target.name} {attack.label} {tm} [{unit.start}:{unit.stop}]"
     t0 = time.perf_counter()
     tried = min(micro, len(idx))
@@ -441,7 +272,7 @@ def _run_unit(spec: EvalSpec, store: ResultStore, unit: Unit, model: nn.Module, 
                                        tried, dev, what, log)
     counts = {}
     if votes:
-        torch.manual_seed(_unit_seed(seed, "votes"))
+        torch.manual_seed(unit_seed(seed, "votes"))
         counts, clean = vote_results(model, res, x, y, grid, votes, batch, spec.nested)
     rows = []
     for eps in grid:

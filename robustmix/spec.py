@@ -109,7 +109,7 @@ class EvalSpec:
     attacks: list[dict] = field(default_factory=list)
     seed: int = 0
     nested: bool = True              # nested eps sweeps (see attacks.sweep)
-    precision: str = "fp32"          # of the model inside attacks: "fp32" | "bf16" (see attacks.py)
+    precision: str = "fp32"          # of the model inside attacks: "fp32" | "bf16" (see attacks/base.py)
     # A model flagged randomized (two forward passes differ) is judged robust at an input when a
     # majority of this many forward passes classify it correctly: one pass is a coin toss.
     randomized_votes: int = DEFAULT_VOTES

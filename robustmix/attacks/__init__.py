@@ -1,0 +1,22 @@
+"""Attack engine: FGSM, PGD, AutoAttack, Square, transfer and any torchattacks attack.
+
+Every attack is built by :func:`make_attack` and run as
+``attack.run(model, x, y, eps, seed) -> AttackResult``; :func:`sweep` runs one
+attack over an eps grid, nested by default. What a run guarantees is stated in
+``base.py``; each file below holds one family:
+
+* ``base``: the Attack class, AttackResult, validation and the run's guarantees;
+* ``registry``: names -> attack classes (``register_attack``, ``make_attack``);
+* ``gradient``: our PGD and FGSM; ``reference``: pyautoattack's AutoAttack and
+  Square; ``transfer``; ``torchattacks_adapter``: any torchattacks class;
+* ``sweep``: one attack over an eps grid.
+"""
+# Importing the attack modules registers them (in this order: the order list_attacks shows).
+from . import gradient, reference, transfer  # noqa: F401
+from .base import PRECISIONS, Attack, AttackResult, check_precision
+from .reference import AutoAttack
+from .registry import attack_names, list_attacks, make_attack, register_attack
+from .sweep import sweep
+
+__all__ = ["AttackResult", "Attack", "AutoAttack", "list_attacks", "make_attack", "register_attack", "sweep",
+           "check_precision", "attack_names", "PRECISIONS"]
