@@ -24,8 +24,8 @@ from .export import export_leaderboard, export_robustbench
 from .models import count_params, create_model, list_models
 from .paper.analysis import BANK_KINDS, analyse_spectrum
 from .paper.reproduce import reproduce_paper
-from .paper.unshuffle import (load_unshuffle_recipe, summarise, train_unshuffle, write_unshuffle_grid,
-                              write_unshuffle_report)
+from .paper.unshuffle import load_unshuffle_recipe, run_unshuffle
+from .paper.unshuffle_report import summarise
 from .recipe import load_recipe, recipe_task
 from .report import write_report
 from .spec import load_spec
@@ -73,9 +73,9 @@ def cmd_train(args) -> int:
         if world.distributed:
             raise ConfigError("unshuffle recipes train in one process; run `robustmix train RECIPE` "
                               "without torchrun")
-        name = load_unshuffle_recipe(args.recipe).name
-        args.out = str(Path(args.out or default_store_root()) / name)
-        return cmd_unshuffle(args)
+        recipe = load_unshuffle_recipe(args.recipe, {"epochs": args.epochs})
+        store = ModelStore(args.out or default_store_root())
+        return _unshuffle(recipe, store, store.path(recipe.name), args.device)
 
     # A number is a worker count; anything else goes to the recipe check, which names the key.
     workers = int(args.workers) if args.workers and args.workers.lstrip("-").isdigit() else args.workers
@@ -156,7 +156,7 @@ def _zoo_rows(store, pattern="*") -> tuple[list[dict], list[tuple[str, str]]]:
             continue
         rows.append({"model": name, "arch": meta["model"]["name"], "variant": meta["variant"],
                      "variant_params": meta["variant_params"], "seed": meta["seed"],
-                     "dataset": meta["dataset"]["name"], "clean_acc": meta["metrics"]["clean_acc"],
+                     "dataset": meta["dataset"]["name"], "clean_acc": meta["metrics"].get("clean_acc"),
                      "params": meta["params"], "trainable_params": meta["trainable_params"],
                      "seconds": meta["seconds"], "created": meta["created"]})
     return rows, unreadable
@@ -226,11 +226,12 @@ def cmd_spectrum(args) -> int:
 
 def cmd_unshuffle(args) -> int:
     recipe = load_unshuffle_recipe(args.recipe, {"epochs": args.epochs})
-    out = Path(args.out)
+    return _unshuffle(recipe, ModelStore(args.out), Path(args.out), args.device)
+
+
+def _unshuffle(recipe, store, report_dir, device) -> int:
     t0 = time.perf_counter()
-    results = train_unshuffle(recipe, out, device=args.device)
-    grid = write_unshuffle_grid(recipe, out)
-    paths = write_unshuffle_report(results, grid, out)
+    results, paths = run_unshuffle(recipe, store, report_dir, device=device)
     print(summarise(results).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"\n{time.perf_counter() - t0:.0f}s; report in {paths[-1]}")
     return 0
@@ -333,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("unshuffle", help="train models that undo a fixed pixel shuffle; report PSNR")
     u.add_argument("recipe", help="un-shuffle recipe TOML, e.g. zoo/fashion-mnist-unshuffle.toml")
-    u.add_argument("--out", required=True, help="output directory (models, results.csv, grid.png, index.html)")
+    u.add_argument("--out", required=True, help="output directory: a model store (RECIPE/VARIANT-sSEED) and "
+                                                "the report (results.csv, grid.png, index.html)")
     u.add_argument("--epochs", type=int, help="override the recipe's epochs")
     u.add_argument("--device", help="auto | cpu | cuda[:N]")
     u.set_defaults(fn=cmd_unshuffle)

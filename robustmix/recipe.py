@@ -26,12 +26,16 @@ class DataSection:
     download: bool = False             # only where there is internet
     train_subset: int | None = None    # seeded subset of the train split, for CPU-sized runs
     subset_seed: int = 0
+    test_subset: int | None = None     # un-shuffling only: seeded subset of the test split (None: all of it)
 
     def validate(self, where):
         # Larger than the split is checked once the data set is loaded (train.train_subset).
-        if self.train_subset is not None and self.train_subset < 1:
-            raise ConfigError(f"{where}.train_subset: must be >= 1 (or left out for the whole train split), "
-                              f"got {self.train_subset}")
+        for key in ("train_subset", "test_subset"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                split = key.partition("_")[0]
+                raise ConfigError(f"{where}.{key}: must be >= 1 (or left out for the whole {split} split), "
+                                  f"got {value}")
         check_seed(self.subset_seed, f"{where}.subset_seed")
 
 
@@ -106,7 +110,7 @@ class PerformanceSection:
 @dataclass
 class Recipe:
     name: str
-    task: Literal["classify"] = "classify"
+    task: Literal["classify", "unshuffle"] = "classify"   # what the run learns (robustmix.tasks)
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)
     variants: list[str | dict] = field(default_factory=lambda: ["full"])
@@ -120,9 +124,15 @@ class Recipe:
     device: str = "auto"               # auto picks cuda when present
     performance: PerformanceSection = field(default_factory=PerformanceSection)
     description: str = ""
+    permutation_seed: int | None = None   # un-shuffling only: seeds the pixel permutation (default 0)
+
+    def __post_init__(self):
+        if self.task == "unshuffle" and self.permutation_seed is None:
+            self.permutation_seed = 0  # one value for the default, so equal runs hash equal
 
     def validate(self, where):
         check_runs(self)
+        check_task_keys(self)
         for aug in self.augment:
             if aug not in AUGMENTATIONS:
                 raise ConfigError(f"augment: unknown augmentation '{aug}'; choose from {', '.join(AUGMENTATIONS)}")
@@ -161,6 +171,24 @@ def check_runs(recipe) -> None:
         raise ConfigError(f"name: must be a plain name without '/', got {recipe.name!r}")
 
 
+def check_task_keys(recipe) -> None:
+    """Keys that belong to one task only."""
+    if recipe.task == "unshuffle":
+        check_seed(recipe.permutation_seed, "permutation_seed")
+        patch = recipe.model.args.get("patch_size", 1)
+        if patch != 1:
+            raise ConfigError(f"model.args.patch_size: un-shuffling needs patch_size = 1 (no down-sampling), "
+                              f"got {patch}")
+        if recipe.augment:  # the target is the input image: augmenting one and not the other is wrong
+            raise ConfigError("augment: un-shuffling recipes cannot augment; leave augment out")
+    else:
+        for key, value in (("permutation_seed", recipe.permutation_seed),
+                           ("data.test_subset", recipe.data.test_subset)):
+            if value is not None:
+                raise ConfigError(f"{key}: applies to un-shuffling recipes only; remove it or set "
+                                  f"task = \"unshuffle\"")
+
+
 def require_model_name(data: dict, path: str | Path) -> None:
     """A recipe file must name its model: an empty or truncated file must not train a default one."""
     model = data.get("model", {})
@@ -169,20 +197,31 @@ def require_model_name(data: dict, path: str | Path) -> None:
                           f"(`robustmix models` lists them)")
 
 
+# What an un-shuffling recipe gets for a key it leaves out: smaller batches and a one-process,
+# full-precision run (the performance table's "auto" would pick bf16 and loader workers on a GPU).
+TASK_DEFAULTS = {"unshuffle": {"variants": ["full", "chans", "space"], "epochs": 10, "batch_size": 128,
+                               "eval_batch_size": 500,
+                               "performance": {"amp": "off", "channels_last": False, "workers": 0,
+                                               "pin_memory": False}}}
+
+
 def recipe_task(path: str | Path) -> str:
     """The recipe's task ("classify" unless it says otherwise): picks the trainer."""
     task = load_toml(path).get("task", "classify")
-    if task not in ("classify", "unshuffle"):
+    if task not in ("classify", *TASK_DEFAULTS):
         raise ConfigError(f"task: unknown task {task!r}; choose classify or unshuffle")
     return task
 
 
-def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
+def load_recipe(path: str | Path, overrides: dict | None = None, task: str | None = None) -> Recipe:
     """Parse a recipe file; ``overrides`` (from CLI flags) replace top-level keys.
 
-    A dict override replaces only the keys it sets (not None) inside that table.
+    A dict override replaces only the keys it sets (not None) inside that table. ``task`` is the
+    task of a file that names none (otherwise classify).
     """
     data = load_toml(path)
+    if task is not None:
+        data.setdefault("task", task)
     for key, value in (overrides or {}).items():
         if isinstance(value, dict):
             table, value = data.get(key, {}), {k: v for k, v in value.items() if v is not None}
@@ -197,4 +236,7 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
         raise ConfigError(f"{path} looks like an un-shuffling recipe (it sets permutation_seed or "
                           f"data.test_subset) but has no task; add task = \"unshuffle\" to it")
     require_model_name(data, path)
+    task = data.get("task")
+    for key, value in (TASK_DEFAULTS.get(task, {}) if isinstance(task, str) else {}).items():
+        data.setdefault(key, value)
     return from_dict(Recipe, data)

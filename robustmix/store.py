@@ -27,15 +27,16 @@ from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_path, write_json_atomic
-from .variants import build_variant
+from .tasks import task_class
 
 CHECKPOINT_FORMAT = "robustmix-checkpoint"
 CHECKPOINT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 META = "meta.json"
-# What `robustmix train` writes and `zoo list`, eval and train's skip read from every stored model.
+# What `robustmix train` writes and `zoo list`, eval and train's skip read from every stored model,
+# besides its task's test metric (metrics.clean_acc for a classifier, the default task).
 STORE_META_FIELDS = ("weights_sha256", "model.name", "model.args", "variant", "variant_params", "seed",
-                     "dataset.name", "metrics.clean_acc", "params", "trainable_params", "seconds", "created")
+                     "dataset.name", "params", "trainable_params", "seconds", "created")
 
 
 def default_store_root() -> Path:
@@ -127,7 +128,8 @@ class ModelStore:
         if not (folder / META).is_file():
             raise CheckpointError(f"no model '{name}' in {self.root}; see `robustmix zoo list` or train it first")
         meta = read_meta(folder)
-        for key in STORE_META_FIELDS:
+        metric = f"metrics.{task_class(meta.get('task', 'classify'), str(folder / META)).metric}"
+        for key in STORE_META_FIELDS + (metric,):
             value = meta
             for part in key.split("."):
                 value = value.get(part) if isinstance(value, dict) else None
@@ -181,8 +183,8 @@ def read_meta(folder: Path) -> dict:
     return meta
 
 
-def load_checkpoint(folder: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild and load a stored model after checking its format and hash.
+def verify_checkpoint(folder: str | Path) -> tuple[dict, dict]:
+    """(meta, weights) of a checkpoint of any task, after checking its format and sha256.
 
     Never unpickles: weights are read with safetensors only, so a crafted
     file offered as a checkpoint cannot run code.
@@ -206,10 +208,17 @@ def load_checkpoint(folder: str | Path, device="cpu") -> tuple[torch.nn.Module, 
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}); re-run `robustmix train`") from None
+    return meta, state
+
+
+def load_checkpoint(folder: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a stored model the way its task builds it (classify unless meta.json says otherwise),
+    then load its verified weights."""
+    folder = Path(folder)
+    meta, state = verify_checkpoint(folder)
+    rebuild = task_class(meta.get("task", "classify"), str(folder / META)).rebuild
     try:
-        arch = meta["model"]
-        model = build_variant(arch["name"], meta["variant"], variant_seed=meta["variant_seed"],
-                              variant_params=meta["variant_params"], **arch["args"])
+        model = rebuild(meta)
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{folder}: metadata and weights do not describe one model ({exc.__class__.__name__}); "

@@ -54,6 +54,9 @@ def resolve_targets(spec: EvalSpec, given: dict[str, nn.Module] | None = None) -
                               f"see `robustmix zoo list` or train it with `robustmix train`")
         for name in names:
             meta = store.meta(name)
+            if meta.get("task", "classify") != "classify":  # attacks score class predictions
+                raise ConfigError(f"models: {name} is a {meta['task']} model, not a classifier; "
+                                  f"narrow the pattern '{pattern}' to classifiers")
             targets.append(Target(
                 name=name, load=lambda n=name: store.load(n)[0], fingerprint=meta["weights_sha256"],
                 variant=meta["variant"], arch=meta["model"]["name"], dataset=meta["dataset"]["name"],

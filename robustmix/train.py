@@ -40,7 +40,8 @@ from .models import count_params
 from .provenance import code_version, device_description, package_versions, stable_hash
 from .recipe import Recipe
 from .store import ModelStore
-from .variants import audit_frozen, build_variant, variant_tag
+from .tasks import task_for
+from .variants import audit_frozen, variant_tag
 
 
 def lr_at(recipe: Recipe, t: float) -> float:
@@ -146,17 +147,10 @@ def train_subset(recipe: Recipe, n_total: int) -> torch.Tensor:
                          f"{recipe.data.name}'s train split")
 
 
-@torch.no_grad()
-def evaluate_accuracy(model, ds, batch_size: int, device) -> float:
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for start in range(0, len(ds), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(ds)))
-        x, y = datasets.batch(ds, idx)
-        correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
-    model.train(was_training)
-    return correct / max(len(ds), 1)
+def test_subset(recipe: Recipe, n_total: int) -> torch.Tensor:
+    """The test images a run is scored on (seeded by subset_seed + 1: not the train subset's draw)."""
+    return seeded_subset(n_total, recipe.data.test_subset, recipe.data.subset_seed + 1, "test_subset",
+                         f"{recipe.data.name}'s test split")
 
 
 @dataclass
@@ -164,7 +158,7 @@ class TrainResult:
     name: str
     variant: str
     seed: int
-    clean_acc: float
+    clean_acc: float | None  # None for a task scored otherwise (its meta.json metrics say how)
     params: int
     trainable_params: int
     seconds: float
@@ -186,6 +180,11 @@ _NOT_IN_RUN_HASH = ("variants", "seeds", "description", "performance")
 def run_hash(recipe: Recipe, variant: str, params: dict, seed: int) -> str:
     """Identity of one (recipe, variant, seed) run: equal hash = same training."""
     config = {k: v for k, v in asdict(recipe).items() if k not in _NOT_IN_RUN_HASH}
+    # Keys added for un-shuffling count only when set, so a classifier keeps the hash it had before them.
+    if config["permutation_seed"] is None:
+        del config["permutation_seed"]
+    if config["data"]["test_subset"] is None:
+        del config["data"]["test_subset"]
     return stable_hash(config | {"_variant": [variant, params], "_seed": seed})
 
 
@@ -235,7 +234,7 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
         meta = store.meta(name)
         if meta.get("recipe_hash") == recipe_hash:
             m = meta["metrics"]
-            return TrainResult(name, variant, seed, m["clean_acc"], meta["params"], meta["trainable_params"],
+            return TrainResult(name, variant, seed, m.get("clean_acc"), meta["params"], meta["trainable_params"],
                                meta["seconds"], "skipped")
 
     root = recipe.data.root
@@ -243,13 +242,13 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
     test_ds = datasets.load_dataset(recipe.data.name, "test", root=root, download=recipe.data.download)
     info = train_ds.info
     indices = train_subset(recipe, len(train_ds))  # before anything trains: it checks the subset fits
+    test_indices = test_subset(recipe, len(test_ds))
+    task = task_for(recipe, info)
     perf = recipe.performance.resolve(device.type)
     memory_format = torch.channels_last if perf.channels_last else torch.contiguous_format
 
     torch.manual_seed(seed)  # the learned layers' init; frozen banks use their own seeds
-    model = build_variant(recipe.model.name, variant, num_classes=info.num_classes, in_chans=info.channels,
-                          mean=list(info.mean), std=list(info.std), variant_seed=seed, variant_params=params,
-                          **recipe.model.args).to(device)
+    model = task.build_model(recipe, variant, params, seed, info).to(device)
     if world.distributed:  # results must not depend on the number of processes
         model = sync_batchnorm(model, device)
     model = model.to(memory_format=memory_format)
@@ -283,39 +282,37 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
                             num_workers=perf.workers, pin_memory=perf.pin_memory)
         # Running sums stay on the device: a .item() per step would force a sync.
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
+        score_sum = torch.zeros((), device=device, dtype=torch.float64)
         seen = 0  # by this rank
         show = progress and world.is_main and sys.stderr.isatty()
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{recipe.epochs}", leave=False,
                    disable=not show, unit="batch")
         for step, (x, y, global_count) in enumerate(bar):
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            y = y.to(device, non_blocking=True)
+            x, y = task.inputs(x, y.to(device, non_blocking=True))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=perf.amp == "bf16"):
-                logits = net(x)
-                loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=recipe.optimizer.label_smoothing)
-            # DDP averages the ranks' gradients: scaling each rank's sum by world_size / global_count
-            # makes that average the global batch's mean gradient, also when it does not split evenly
-            # (and in one process the backward is the mean reduction's, bit for bit).
-            optimizer_step(optimizer, loss / global_count * world.world_size, learned, recipe,
-                           epoch + (step + 1) / steps)
-            loss_sum += loss.detach()
-            correct += (logits.detach().argmax(1) == y).sum()
+                out = net(x)
+                objective, loss = task.loss(out, y, global_count, world.world_size)
+            optimizer_step(optimizer, objective, learned, recipe, epoch + (step + 1) / steps)
+            loss_sum += loss
+            if task.score:
+                score_sum += task.train_score(out, y)
             seen += len(y)
             if show:
                 rate = seen * world.world_size / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum.item() / max(seen, 1):.3f}",
-                                acc=f"{correct.item() / max(seen, 1):.3f}", img_s=f"{rate:.0f}")
+                shown = {task.score: f"{score_sum.item() / max(seen, 1):.3f}"} if task.score else {}
+                bar.set_postfix(loss=f"{loss_sum.item() / max(seen, 1):.3f}", **shown, img_s=f"{rate:.0f}")
         bar.close()
-        totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), device=device,
-                                                                       dtype=torch.float64)])
-        loss_total, correct_total, seen_total = world.all_reduce_sum(totals).tolist()
+        totals = torch.stack([loss_sum, score_sum, torch.tensor(float(seen), device=device, dtype=torch.float64)])
+        loss_total, score_total, seen_total = world.all_reduce_sum(totals).tolist()
         seconds = time.perf_counter() - t0
         elapsed += seconds
-        train_loss, train_acc = loss_total / max(seen_total, 1), correct_total / max(seen_total, 1)
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "seconds": elapsed})
+        train_loss, train_score = loss_total / max(seen_total, 1), score_total / max(seen_total, 1)
+        history.append({"epoch": epoch + 1, "train_loss": train_loss,
+                        **({f"train_{task.score}": train_score} if task.score else {}), "seconds": elapsed})
         if world.is_main:
-            print(f"{name}: epoch {epoch + 1}/{recipe.epochs} loss {train_loss:.4f} acc {train_acc:.4f} "
+            shown = f" {task.score} {train_score:.4f}" if task.score else ""
+            print(f"{name}: epoch {epoch + 1}/{recipe.epochs} loss {train_loss:.4f}{shown} "
                   f"{seen_total / max(seconds, 1e-9):.0f} img/s", file=sys.stderr)
             state_path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(state_path) as tmp:
@@ -330,19 +327,21 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
     clean_acc = None
     if world.is_main:
         t0 = time.perf_counter()
-        clean_acc = evaluate_accuracy(model, test_ds, recipe.eval_batch_size, device)
+        metrics = task.evaluate(model, test_ds, test_indices, recipe.eval_batch_size, device)
+        clean_acc = metrics.get("clean_acc")
         elapsed += time.perf_counter() - t0
         mismatched = audit_frozen(model.cpu())
         if mismatched:  # a bug, not a user error: frozen filters must never move
             raise RuntimeError(f"{name}: frozen tensors changed during training: {mismatched[:3]}")
         meta = {
+            "task": task.name, **task.meta(),
             "model": {"name": recipe.model.name, "args": model.model_args},
             "arch": recipe.model.name,
             "variant": variant, "variant_params": params, "variant_seed": seed, "seed": seed,
             "dataset": {"name": info.name, "channels": info.channels, "image_size": list(info.image_size),
                         "num_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std)},
             "recipe": asdict(recipe), "recipe_hash": recipe_hash,
-            "metrics": {"clean_acc": clean_acc, "history": history},
+            "metrics": {**metrics, "history": history},
             "params": total, "trainable_params": trainable, "frozen_audit": "bit-identical to seed",
             "code_version": code_version(), "packages": package_versions(),
             "device": device_description(device), "performance": asdict(perf),

@@ -164,9 +164,9 @@ def test_augment_is_a_function_of_the_generator():
 def test_a_frozen_filter_that_moved_in_training_is_refused(fake_fmnist, tmp_path, monkeypatch):
     """The end-of-training audit: a frozen bank that differs from its seeded rebuild is an error
     and no checkpoint is written."""
-    import robustmix.train as train_mod
+    import robustmix.tasks as tasks_mod
 
-    real_eval = train_mod.evaluate_accuracy
+    real_eval = tasks_mod.evaluate_accuracy
 
     def nudge_then_evaluate(model, *args, **kwargs):
         with torch.no_grad():
@@ -174,7 +174,7 @@ def test_a_frozen_filter_that_moved_in_training_is_refused(fake_fmnist, tmp_path
             frozen.view(-1)[0] += 1e-3
         return real_eval(model, *args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "evaluate_accuracy", nudge_then_evaluate)
+    monkeypatch.setattr(tasks_mod, "evaluate_accuracy", nudge_then_evaluate)
     store = ModelStore(tmp_path)
     with pytest.raises(RuntimeError, match="frozen tensors changed"):
         train_recipe(tiny_recipe(fake_fmnist, epochs=1), store, progress=False)

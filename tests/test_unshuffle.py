@@ -11,9 +11,11 @@ from robustmix import data as datasets
 from robustmix.cli import build_parser
 from robustmix.errors import CheckpointError, ConfigError
 from robustmix.models import ChannelMix, SpatialMix
-from robustmix.paper.unshuffle import (UnshuffleRecipe, build_unshuffle_model, load_unshuffle_model,
-                                       load_unshuffle_recipe, make_permutation, shuffle_images, train_unshuffle,
-                                       unshuffle_images, write_unshuffle_grid, write_unshuffle_report)
+from robustmix.paper.unshuffle import load_unshuffle_recipe, train_unshuffle
+from robustmix.paper.unshuffle_report import write_unshuffle_grid, write_unshuffle_report
+from robustmix.recipe import Recipe
+from robustmix.store import ModelStore, load_checkpoint
+from robustmix.tasks import UnshuffleTask, make_permutation, shuffle_images, unshuffle_images
 
 
 # Tiny tensors on 2 contended threads spin-wait; one thread is faster and deterministic.
@@ -21,6 +23,13 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 FMNIST = datasets.dataset_info("fashion-mnist")
+
+
+def build_unshuffle_model(variant: str, seed: int = 0):
+    recipe = Recipe(name="t", task="unshuffle", variants=[variant])
+    recipe.model.args = {"dim": 8, "depth": 2, "kernel_size": 3}
+    (name, params), = recipe.variant_list()
+    return UnshuffleTask(recipe, FMNIST).build_model(recipe, name, params, seed, FMNIST)
 
 
 def recipe_file(tmp_path, data_root, *, model_args="{ dim = 8, depth = 2, kernel_size = 3 }",
@@ -63,9 +72,7 @@ def test_permutation_is_a_seeded_bijection_and_unshuffle_is_exact():
 
 
 def test_model_keeps_resolution_and_outputs_pixels():
-    recipe = UnshuffleRecipe(name="t")
-    recipe.model.args = {"dim": 8, "depth": 2, "kernel_size": 3}
-    model = build_unshuffle_model(recipe, "full", 0, FMNIST).eval()
+    model = build_unshuffle_model("full").eval()
     x = torch.rand(2, 1, 28, 28)
     y = model(x)
     assert y.shape == x.shape
@@ -77,9 +84,7 @@ def test_model_keeps_resolution_and_outputs_pixels():
 
 @pytest.mark.parametrize("variant, frozen_type", [("full", None), ("chans", SpatialMix), ("space", ChannelMix)])
 def test_variant_freezes_exactly_its_mixing_layers(variant, frozen_type):
-    recipe = UnshuffleRecipe(name="t")
-    recipe.model.args = {"dim": 8, "depth": 2, "kernel_size": 3}
-    model = build_unshuffle_model(recipe, variant, 0, FMNIST)
+    model = build_unshuffle_model(variant)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     expected = {f"{n}.{p}" for n, m in model.named_modules() if frozen_type and isinstance(m, frozen_type)
                 for p, _ in m.named_parameters()}
@@ -90,6 +95,8 @@ def test_variant_freezes_exactly_its_mixing_layers(variant, frozen_type):
 def test_recipe_is_strict(tmp_path):
     ok = load_unshuffle_recipe(recipe_file(tmp_path, tmp_path, name="ok"))
     assert ok.name == "ok" and ok.variant_list() == [("full", {}), ("chans", {})]
+    # What the file leaves out is un-shuffling's default, not a classifier's.
+    assert (ok.task, ok.permutation_seed, ok.eval_batch_size, ok.performance.amp) == ("unshuffle", 0, 500, "off")
     with pytest.raises(ConfigError, match="unknown key 'epoch'"):
         load_unshuffle_recipe(recipe_file(tmp_path, tmp_path, extra="epoch = 3", name="a"))
     with pytest.raises(ConfigError, match="unknown key 'data.subset'"):
@@ -106,27 +113,30 @@ def test_pipeline_saves_reloads_reports_and_reuses(tmp_path, fake_fmnist):
     path = recipe_file(tmp_path, fake_fmnist, data_extra="train_subset = 64")  # all 64 test images
     recipe = load_unshuffle_recipe(path)
     out = tmp_path / "out"
-    df = train_unshuffle(recipe, out, log=lambda msg: None)
+    store = ModelStore(out)
+    df = train_unshuffle(recipe, store, log=lambda msg: None)
     assert list(df.columns) == ["variant", "seed", "test_mse", "test_psnr", "identity_psnr", "mean_psnr",
                                 "params", "trainable_params", "seconds"]
     assert list(df["variant"]) == ["full", "chans"]
     assert df.loc[1, "trainable_params"] < df.loc[0, "trainable_params"] == df.loc[0, "params"]
-    model, meta = load_unshuffle_model(out / "models" / "chans-s0")
-    assert meta["variant"] == "chans" and meta["permutation_seed"] == 0
+    model, meta = store.load("r/chans-s0")  # a store checkpoint like any classifier's, rebuilt by its task
+    assert meta["task"] == "unshuffle" and meta["variant"] == "chans" and meta["permutation_seed"] == 0
+    assert meta["metrics"]["test_mse"] == df.loc[1, "test_mse"]
     x = datasets.batch(datasets.load_dataset("fashion-mnist", "test", root=fake_fmnist), range(64))[0]
     with torch.no_grad():
         mse = float(((model(shuffle_images(x, make_permutation(28, 28, 0))) - x) ** 2).mean())
     assert mse == pytest.approx(df.loc[1, "test_mse"], rel=1e-4)
     # Same config again: reused, not retrained.
-    again = train_unshuffle(recipe, out, log=lambda msg: None)
+    again = train_unshuffle(recipe, store, log=lambda msg: None)
     pd.testing.assert_frame_equal(again, df)
-    grid = write_unshuffle_grid(recipe, out, n_images=4)
-    paths = write_unshuffle_report(df, grid, out)
+    report = tmp_path / "report"
+    grid = write_unshuffle_grid(recipe, store, tmp_path / "figures" / "grid.png", n_images=4)
+    paths = write_unshuffle_report(df, grid, report)
     assert grid.stat().st_size > 0 and all(p.exists() for p in paths)
-    assert "grid.png" in (out / "index.html").read_text()
-    (out / "models" / "chans-s0" / "weights.safetensors").write_bytes(b"tampered")
+    assert 'src="../figures/grid.png"' in (report / "index.html").read_text()  # relative: the folder can move
+    (out / "r" / "chans-s0" / "weights.safetensors").write_bytes(b"tampered")
     with pytest.raises(CheckpointError, match="sha256"):
-        load_unshuffle_model(out / "models" / "chans-s0")
+        load_checkpoint(out / "r" / "chans-s0")
 
 
 def test_cli_handler(tmp_path, fake_fmnist, capsys):
@@ -238,24 +248,35 @@ def test_subsets_larger_than_the_split_are_errors(tmp_path, fake_fmnist):
             train_unshuffle(recipe, tmp_path / "out", log=lambda msg: None)
         for f in fragments:
             assert f in str(info.value), info.value
-    assert not (tmp_path / "out" / "models").exists()
+    assert not list((tmp_path / "out").glob("**/weights.safetensors"))
 
 
 def test_missing_weights_sha256_is_named(tmp_path):
     import json
 
-    from robustmix.paper.unshuffle import META, save_unshuffle_model
+    from robustmix.store import META
 
-    recipe = UnshuffleRecipe(name="t")
-    recipe.model.args = {"dim": 8, "depth": 2, "kernel_size": 3}
-    model = build_unshuffle_model(recipe, "full", 0, FMNIST)
-    meta = {"variant": "full", "variant_params": {}, "seed": 0, "dataset": {"channels": 1},
-            "model": {"name": recipe.model.name, "args": model.model_args, "pixel_mean": 0.3}}
-    folder = tmp_path / "m"
-    save_unshuffle_model(folder, model, meta)
-    load_unshuffle_model(folder)  # the intact one loads
+    store = ModelStore(tmp_path)
+    meta = {"task": "unshuffle", "variant": "full", "variant_params": {}, "seed": 0, "variant_seed": 0,
+            "dataset": {"channels": 1}}
+    model = build_unshuffle_model("full")
+    store.save("m/full-s0", model, {**meta, "model": {"name": "convmixer_16_2_ks3_p4", "args": model.model_args}})
+    assert torch.equal(load_checkpoint(tmp_path / "m" / "full-s0")[0].head[0].weight, model.head[0].weight)
+    folder = tmp_path / "m" / "full-s0"
     written = json.loads((folder / META).read_text())
     del written["weights_sha256"]
     (folder / META).write_text(json.dumps(written))
     with pytest.raises(CheckpointError, match="has no weights_sha256"):
-        load_unshuffle_model(folder)
+        load_checkpoint(folder)
+
+
+def test_a_classifier_recipe_rejects_unshuffling_keys(tmp_path):
+    from robustmix.recipe import load_recipe
+
+    path = tmp_path / "c.toml"
+    path.write_text('task = "classify"\npermutation_seed = 3\n[model]\nname = "convmixer_16_2_ks3_p4"\n')
+    with pytest.raises(ConfigError, match="permutation_seed: applies to un-shuffling recipes only"):
+        load_recipe(path)
+    path.write_text('task = "unshuffle"\naugment = ["hflip"]\n[model]\nname = "convmixer_16_2_ks3_p4"\n')
+    with pytest.raises(ConfigError, match="augment: un-shuffling recipes cannot augment"):
+        load_recipe(path)

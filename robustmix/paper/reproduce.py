@@ -6,7 +6,7 @@ recipe is trained once per width of the scale as ``fashion-mnist-width-w<dim>``
 with ``model.args.dim = dim``), evaluate them with evals/paper-cpu.toml
 (``run_eval`` reuses finished work units), compute the spectral-envelope table
 of generated banks (analysis), train the un-shuffle recipe
-(``unshuffle.train_unshuffle`` reuses finished runs), then write
+(``train_recipe`` again, task "unshuffle"), then write
 ``OUT/index.html``: one section per claim with its numbers, CIs and verdict
 (robustmix.paper.verdicts), written atomically.
 Three scales, each with its own store and results so that none
@@ -39,7 +39,7 @@ from ..stats import ALPHA
 from ..store import ModelStore, default_store_root
 from ..train import train_recipe
 from .analysis import bank_for, bank_label, parse_bank, spectrum_table, write_spectrum_report
-from .unshuffle import load_unshuffle_recipe, train_unshuffle, write_unshuffle_grid, write_unshuffle_report
+from .unshuffle import load_unshuffle_recipe, run_unshuffle
 from .verdicts import all_verdicts
 
 CPU_WIDTHS = (8, 16, 32)
@@ -148,11 +148,10 @@ def reproduce_paper(out_dir="reports/paper", store=None, results=None, device=No
     un = load_unshuffle_recipe(root / ZOO["unshuffle"])
     if quick:
         un.epochs, un.data.train_subset, un.data.test_subset = 1, QUICK["unshuffle_train"], QUICK["unshuffle_test"]
-    un_dir = store / (un.name + suffix)
-    log(f"unshuffle {un.name} -> {un_dir}")
-    un_results = train_unshuffle(un, un_dir, device=device, log=lambda m: None if quick else log(m))
-    grid = write_unshuffle_grid(un, un_dir)
-    write_unshuffle_report(un_results, grid, out / "unshuffle")
+    log(f"unshuffle {un.name} -> {zoo.path(un.name)}")
+    un_results, _ = run_unshuffle(un, zoo, out / "unshuffle", device=device,
+                                  log=lambda m: None if quick else log(m))
+    grid = out / "unshuffle" / "grid.png"
     verdicts = all_verdicts(load_examples(results, res.summary), res.diagnostics, table, un_results,
                             models=res.models)
     figures = {"4": out / "spectrum" / "spectrum.png", "6": grid}
