@@ -15,16 +15,12 @@ those subfolders it is itself the class tree and serves every split.
 
 from __future__ import annotations
 
-import gzip
 import os
 import pickle
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import scipy.io
 import torch
 import torch.nn.functional as F
 import torchvision.datasets as tvd
@@ -32,6 +28,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import transforms
 
 from robustmix.errors import DataError
+from robustmix.formats import gunzip, one_line, read_cifar, read_idx, read_svhn, unwritable
 
 __all__ = [
     "DatasetInfo", "TensorImageDataset", "list_datasets", "dataset_info",
@@ -74,59 +71,6 @@ class TensorImageDataset(Dataset):
         return self.images[i].float() / 255, int(self.labels[i])
 
 
-# --- readers: (spec, root, split) -> (uint8 N,C,H,W, int64 N) ----------------
-
-def _read_idx(spec: "_Spec", root: Path, split: str):
-    # The torchvision class only checks that the decompressed files exist
-    # (no MD5 when download=False), so Debian's repacked copies load fine.
-    ds = getattr(tvd, spec.tv_class)(str(root), train=split == "train", download=False)
-    return ds.data.unsqueeze(1), ds.targets
-
-
-# Everything the CIFAR python batches (pickled by Python 2, or re-pickled by Python 3 with
-# protocols 2 to 5) need to rebuild dicts of lists, strings and uint8 arrays. Any other global
-# in a data file (os.system, builtins.eval, ...) is refused before it can be called.
-_CIFAR_GLOBALS = frozenset(
-    [(f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")]
-    + [(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")]
-    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")])
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """pickle.Unpickler that builds only the types of the CIFAR format (Python's recipe for
-    restricting globals), so a crafted batch file cannot run code."""
-
-    def find_class(self, module, name):
-        if (module, name) in _CIFAR_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not part of the CIFAR format, refused")
-
-
-def _read_cifar(spec: "_Spec", root: Path, split: str):
-    # Read the pickles directly: torchvision's CIFAR10/100 refuse any file
-    # whose MD5 differs from the official archive (even with download=False),
-    # and users' re-pickled or subset copies in the same format must still load.
-    data, labels = [], []
-    key = "fine_labels" if spec.info.name == "cifar100" else "labels"
-    for name in spec.files[split]:
-        with open(root / spec.folder / name, "rb") as f:
-            entry = _CifarUnpickler(f, encoding="latin1").load()
-        if not isinstance(entry, dict):
-            raise ValueError(f"{name} holds a {type(entry).__name__}, not a CIFAR batch dict")
-        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(entry[key])
-    return torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.int64)
-
-
-def _read_svhn(spec: "_Spec", root: Path, split: str):
-    # Same reason as CIFAR: torchvision's SVHN insists on the official MD5.
-    mat = scipy.io.loadmat(str(root / spec.folder / spec.files[split][0]))
-    images = np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1)), dtype=np.uint8)
-    labels = mat["y"].astype(np.int64).reshape(-1)
-    labels[labels == 10] = 0  # SVHN stores digit 0 as class 10
-    return torch.from_numpy(images), torch.from_numpy(labels)
-
-
 @dataclass(frozen=True)
 class _Spec:
     info: DatasetInfo
@@ -158,27 +102,27 @@ _SPECS: dict[str, _Spec] = {s.info.name: s for s in [
     _Spec(DatasetInfo("fashion-mnist", 1, (28, 28), 10, (0.2860,), (0.3530,),
                       ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                        "Shirt", "Sneaker", "Bag", "Ankle boot")),
-          "FashionMNIST/raw", _idx_files(), _read_idx, "FashionMNIST",
+          "FashionMNIST/raw", _idx_files(), read_idx, "FashionMNIST",
           "run `apt-get install dataset-fashion-mnist` (as root, after apt-get update) "
           "then `robustmix data prepare fashion-mnist`"),
     _Spec(DatasetInfo("mnist", 1, (28, 28), 10, (0.1307,), (0.3081,),
                       ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four",
                        "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine")),
-          "MNIST/raw", _idx_files(), _read_idx, "MNIST",
+          "MNIST/raw", _idx_files(), read_idx, "MNIST",
           "place the MNIST idx files (.gz or decompressed) there"),
     _Spec(DatasetInfo("cifar10", 3, (32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
                       ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                        "ship", "truck")),
           "cifar-10-batches-py",
           {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
-          _read_cifar, "CIFAR10",
+          read_cifar, "CIFAR10",
           "place the CIFAR-10 python batches there"),
     _Spec(DatasetInfo("cifar100", 3, (32, 32), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                       _CIFAR100_CLASSES),
-          "cifar-100-python", {"train": ("train",), "test": ("test",)}, _read_cifar, "CIFAR100",
+          "cifar-100-python", {"train": ("train",), "test": ("test",)}, read_cifar, "CIFAR100",
           "place the CIFAR-100 python files there"),
     _Spec(DatasetInfo("svhn", 3, (32, 32), 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), _DIGITS),
-          ".", {"train": ("train_32x32.mat",), "test": ("test_32x32.mat",)}, _read_svhn, "SVHN",
+          ".", {"train": ("train_32x32.mat",), "test": ("test_32x32.mat",)}, read_svhn, "SVHN",
           "place the SVHN cropped-digit .mat files there"),
 ]}
 _NAMES = tuple(_SPECS) + ("imagefolder",)
@@ -218,11 +162,6 @@ def _check_name(name: str) -> str:
 def _check_split(name: str, split: str) -> None:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} for {name}; use one of: {', '.join(SPLITS)}")
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # --- imagefolder ------------------------------------------------------------
@@ -272,7 +211,7 @@ def _load_folder(root, split: str, size) -> Dataset:
     try:
         ds = tvd.ImageFolder(str(directory), transform=transform)
     except (OSError, ValueError) as exc:  # no images / unreadable tree
-        raise DataError(f"imagefolder at {directory} is unusable ({_one_line(exc)}); "
+        raise DataError(f"imagefolder at {directory} is unusable ({one_line(exc)}); "
                         "expected ROOT/CLASS/*.png (or .jpg) files") from None
     if tuple(ds.classes) != info.classes:
         raise DataError(f"imagefolder split {split!r} at {directory} has classes that differ from "
@@ -305,33 +244,6 @@ def _not_found(spec: _Spec, root: Path, missing: Path) -> DataError:
 _OR_DOWNLOAD = ", or set download = true under [data] in the recipe or spec where there is internet"
 
 
-def _unwritable(name: str, directory: Path, exc: OSError) -> DataError:
-    return DataError(f"cannot write {name} into {directory} ({exc.strerror or _one_line(exc)}); set "
-                     "ROBUSTMIX_DATA, or pass --root (data.root in a recipe or spec), to a writable directory")
-
-
-def _gunzip(src: Path, dst: Path, name: str) -> None:
-    # Write to a temp file and rename so an interrupted run never leaves a
-    # truncated file that later looks "present".
-    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.part")  # concurrent prepares don't collide
-    try:
-        fout = open(tmp, "wb")
-    except OSError as exc:  # the destination, not the source, is the problem
-        raise _unwritable(name, dst.parent, exc) from None
-    try:
-        with gzip.open(src, "rb") as fin, fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-    except (OSError, EOFError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"cannot decompress {src} into {dst.parent} ({_one_line(exc)}); "
-                        "check or reinstall that file") from None
-    try:
-        os.replace(tmp, dst)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _unwritable(name, dst.parent, exc) from None
-
-
 def _fashion_src() -> Path:
     return Path(os.environ.get("ROBUSTMIX_FASHION_MNIST_SRC") or FASHION_MNIST_SRC)
 
@@ -352,7 +264,7 @@ def prepare(name: str, root=None) -> Path:
     spec, root = _SPECS[name], _root(root)
     target = root / spec.folder
     missing = _missing(spec, root, "train") + _missing(spec, root, "test")
-    if missing and spec.read is _read_idx:
+    if missing and spec.read is read_idx:
         sources = [target] + ([_fashion_src()] if name == "fashion-mnist" else [])
         for dst in missing:
             gz = next((g for g in (src / (dst.name + ".gz") for src in sources) if g.is_file()), None)
@@ -360,8 +272,8 @@ def prepare(name: str, root=None) -> Path:
                 try:
                     target.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:  # read-only cwd (the default root is ./data), a file in the way
-                    raise _unwritable(name, target, exc) from None
-                _gunzip(gz, dst, name)
+                    raise unwritable(name, target, exc) from None
+                gunzip(gz, dst, name)
         missing = _missing(spec, root, "train") + _missing(spec, root, "test")
         if missing and name == "fashion-mnist":
             raise DataError(f"fashion-mnist not found under {target} nor in {_fashion_src()}; run "
@@ -376,7 +288,7 @@ def _download(spec: _Spec, root: Path, split: str) -> None:
     try:
         getattr(tvd, spec.tv_class)(str(root), download=True, **kwargs)
     except Exception as exc:  # network errors come in many types; all mean the same to the user
-        raise DataError(f"{spec.info.name}: download into {root} failed ({_one_line(exc)}); "
+        raise DataError(f"{spec.info.name}: download into {root} failed ({one_line(exc)}); "
                         f"without internet, {spec.hint}") from None
 
 
@@ -420,7 +332,7 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
     except (OSError, EOFError, ValueError, KeyError, TypeError, RuntimeError,
             AssertionError, pickle.UnpicklingError, IndexError, OverflowError, MemoryError) as exc:
         # (the last three: garbage where a pickle's lengths and opcodes should be)
-        raise DataError(f"{name} files under {root / spec.folder} are unreadable ({_one_line(exc)}); "
+        raise DataError(f"{name} files under {root / spec.folder} are unreadable ({one_line(exc)}); "
                         f"replace them: {spec.hint}") from None
     info = spec.info
     expected = (info.channels, *info.image_size)

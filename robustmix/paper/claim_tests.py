@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -152,3 +153,74 @@ def adjusted(test: Test | None, p_holm: float | None) -> Test | None:
 __all__ = ["Test", "split_name", "model_names", "seeds_of", "seed_pairs", "white_box", "pair_comparisons",
            "combine", "decide",
            "HOLDS", "FAILS", "NOT_SHOWN", "BLACK_BOX"]
+
+
+# --- the verdict of a claim ---------------------------------------------------
+
+STATEMENTS = {
+    "1": "Channels-only (chans: random frozen spatial filters) reaches nearly the accuracy of the fully "
+         "learned model.",
+    "2": "Models that learn only spatial mixing (space) do far worse than chans.",
+    "3": "Random, fixed spatial mixing (chans) makes a model more robust to adversarial perturbations "
+         "than the fully learned one.",
+    "3b": "Smoothing the random filters amplifies the robustness (robust accuracy rises with sigma).",
+    "4": "Uncorrelated random filter banks cover the frequency plane better than correlated or fixed "
+         "banks, and those controls reach lower accuracy than chans.",
+    "5": "As width grows, the channels-only model converges to the fully learned one "
+         "(the full - chans accuracy gap shrinks).",
+    "6": "A channels-only model learns to undo a fixed pixel shuffle: it beats both baselines and "
+         "comes close to the fully learned model.",
+}
+
+
+
+@dataclass
+class Verdict:
+    claim: str
+    statement: str
+    verdict: str                 # holds | does not hold | not shown
+    evidence: str                # one or two sentences: the numbers that decided it
+    numbers: dict = field(default_factory=dict)
+    test: Test | None = None     # the deciding test, if any
+    tested: bool = False         # whether ``test`` decides it (and so enters the Holm family)
+    # The same verdict decided on a Holm-adjusted p (all_verdicts); None: the p does not change it.
+    redo: Callable[[float], "Verdict"] | None = field(default=None, repr=False, compare=False)
+
+
+
+def flagged(diagnostics: pd.DataFrame | None, models) -> dict[str, list[str]]:
+    """Diagnostic flags raised on any of ``models``."""
+    if diagnostics is None or diagnostics.empty or "flag" not in diagnostics.columns:
+        return {}
+    out: dict[str, list[str]] = {}
+    for m, f in diagnostics[["model", "flag"]].dropna().itertuples(index=False):
+        if str(m) in set(map(str, models)):
+            out.setdefault(str(m), [])
+            if str(f) not in out[str(m)]:
+                out[str(m)].append(str(f))
+    return out
+
+
+def _missing(claim: str, what: str) -> Verdict:
+    return Verdict(claim, STATEMENTS[claim], NOT_SHOWN,
+                   f"No data: {what}; no test, so no minimum detectable difference either.", {})
+
+
+def _tested(claim: str, test: Test, favour: int, text: str, nums: dict, alpha: float,
+            why: dict | None = None) -> Verdict:
+    """A verdict decided by ``test``; ``why``: {verdict: reason} appended to the evidence."""
+    verdict = decide(test, favour, alpha)
+    nums = nums | {"test": test.as_dict(), "alpha": alpha}
+    reason = (why or {}).get(verdict, "")
+    if verdict == NOT_SHOWN:
+        reason = reason or "not significant"
+        reason = f"{reason}; {test.mdd_text()}"
+    return Verdict(claim, STATEMENTS[claim], verdict, f"{text}. {test}: {reason}.", nums, test, True,
+                   lambda p: _tested(claim, replace(test, p_holm=p), favour, text, nums, alpha, why))
+
+
+def _masked(claim: str, test: Test, flags: dict, text: str, nums: dict) -> Verdict:
+    fl = "; ".join(f"{m}: {', '.join(f)}" for m, f in flags.items())
+    return Verdict(claim, STATEMENTS[claim], NOT_SHOWN,
+                   f"{text}. {test}. Not shown (possible gradient masking): diagnostic flags {fl}; "
+                   f"{test.mdd_text()}.", nums | {"test": test.as_dict()}, test, False)
