@@ -178,7 +178,8 @@ def cmd_zoo(args) -> int:
             print(f"no models in {store.root}; train some with `robustmix train zoo/RECIPE.toml`")
         elif rows:
             df = pd.DataFrame(rows).drop(columns=["variant_params", "created"])
-            df["clean_acc"] = df["clean_acc"].map(lambda a: f"{a:.4f}")
+            # An un-shuffling model has no accuracy (its PSNR is in its meta.json).
+            df["clean_acc"] = df["clean_acc"].map(lambda a: "-" if a is None or a != a else f"{a:.4f}")
             df["seconds"] = df["seconds"].map(lambda s: f"{s:.1f}")
             print(df.to_string(index=False))
         if unreadable:  # the good checkpoints are still listed; the command fails so scripts notice

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from robustmix import data as datasets
+from robustmix import cli
 from robustmix.cli import build_parser
 from robustmix.errors import CheckpointError, ConfigError
 from robustmix.models import ChannelMix, SpatialMix
@@ -109,7 +110,7 @@ def test_recipe_is_strict(tmp_path):
         load_unshuffle_recipe(recipe_file(tmp_path, tmp_path, extra='permutation_seed = "x"', name="e"))
 
 
-def test_pipeline_saves_reloads_reports_and_reuses(tmp_path, fake_fmnist):
+def test_pipeline_saves_reloads_reports_and_reuses(tmp_path, fake_fmnist, capsys):
     path = recipe_file(tmp_path, fake_fmnist, data_extra="train_subset = 64")  # all 64 test images
     recipe = load_unshuffle_recipe(path)
     out = tmp_path / "out"
@@ -129,6 +130,9 @@ def test_pipeline_saves_reloads_reports_and_reuses(tmp_path, fake_fmnist):
     # Same config again: reused, not retrained.
     again = train_unshuffle(recipe, store, log=lambda msg: None)
     pd.testing.assert_frame_equal(again, df)
+    # The store lists them beside classifiers; an un-shuffling model has no accuracy to show.
+    capsys.readouterr()
+    assert cli.main(["zoo", "--store", str(out), "list"]) == 0 and "r/chans-s0" in capsys.readouterr().out
     report = tmp_path / "report"
     grid = write_unshuffle_grid(recipe, store, tmp_path / "figures" / "grid.png", n_images=4)
     paths = write_unshuffle_report(df, grid, report)
