@@ -14,7 +14,9 @@ reader sees the same per-example columns. In the rows:
 
 An example's corrupted image depends only on (eval seed, type, severity,
 example index) (``corruptions.image_seed``), never on the chunk or model,
-so every model of a store sees the same corrupted images.
+so every model of a store sees the same corrupted images. A randomised
+model is scored on one seeded forward pass per image, not on the majority
+over ``randomized_votes`` passes that attack units use.
 """
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -198,8 +197,9 @@ class Tiny(nn.Module):
 
 
 def _spec(root, threat, attacks=()):
-    return from_dict(EvalSpec, {"name": "c", "models": ["a", "b"], "data": {"n": 12, "batch_size": 8, "root": str(root)},
-                                "threat": threat, "attacks": list(attacks)})
+    data = {"n": 12, "batch_size": 8, "root": str(root)}
+    return from_dict(EvalSpec, {"name": "c", "models": ["a", "b"], "data": data, "threat": threat,
+                                "attacks": list(attacks)})
 
 
 def _run(spec, out):
