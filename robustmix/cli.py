@@ -20,7 +20,9 @@ from . import data
 from .distributed import current_world, leaving_process_group
 from .errors import ConfigError, RobustmixError
 from .evaluate import run_eval, summary_text
+from .corruption_tables import corruption_text
 from .export import export_leaderboard, export_robustbench
+from .export_corruptions import export_corruptions
 from .models import count_params, create_model, list_models
 from .paper.analysis import BANK_KINDS, analyse_spectrum
 from .paper.reproduce import reproduce_paper
@@ -111,6 +113,8 @@ def cmd_eval(args) -> int:
     if summary is None:  # a non-zero rank of a sharded eval: rank 0 prints the results
         return 0
     print(summary_text(summary))
+    if corruption_text(summary):
+        print("\n" + corruption_text(summary))
     results = args.results or spec.results or f"results/{spec.name}"
     flags = read_flags(results)
     if flags:
@@ -127,14 +131,14 @@ def read_flags(results) -> list[str]:
 
 
 def cmd_report(args) -> int:
-    index = write_report(args.results, args.out)
+    index = write_report(args.results, args.out, mce_baseline=args.mce_baseline)
     print(f"report written to {index}")
     return 0
 
 
 def cmd_export(args) -> int:
-    if not args.leaderboard and not args.robustbench:
-        raise ConfigError("export: pass --leaderboard FILE.csv and/or --robustbench DIR")
+    if not args.leaderboard and not args.robustbench and not args.corruptions:
+        raise ConfigError("export: pass --leaderboard FILE.csv, --robustbench DIR and/or --corruptions DIR")
     if args.leaderboard:
         df = export_leaderboard(args.results, args.leaderboard, threat_model=args.threat_model, eps=args.eps)
         print(df[["rank", "model", "clean_acc", "robust_acc", "flags"]].to_string(index=False))
@@ -142,6 +146,9 @@ def cmd_export(args) -> int:
     if args.robustbench:
         paths = export_robustbench(args.results, args.robustbench, threat_model=args.threat_model, eps=args.eps)
         print(f"{len(paths)} RobustBench model_info files written to {args.robustbench}")
+    if args.corruptions:
+        paths = export_corruptions(args.results, args.corruptions, mce_baseline=args.mce_baseline)
+        print(f"RobustBench corruptions files written to {paths[0].parent}: " + ", ".join(p.name for p in paths))
     return 0
 
 
@@ -294,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write an HTML report of a result store")
     r.add_argument("results", help="result store directory")
     r.add_argument("--out", required=True, help="report directory, e.g. reports/NAME/")
+    r.add_argument("--mce-baseline", metavar="MODEL", help="model whose corruption errors mCE is relative to")
     r.set_defaults(fn=cmd_report)
 
     x = sub.add_parser("export", help="export a leaderboard CSV and/or RobustBench model_info JSON")
@@ -302,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--robustbench", help="directory for RobustBench model_info JSON files")
     x.add_argument("--threat-model", help="Linf or L2 (default: the one with most rows)")
     x.add_argument("--eps", help="e.g. 8/255 (default: the largest eps every model has)")
+    x.add_argument("--corruptions", metavar="DIR", help="directory for RobustBench common-corruptions files")
+    x.add_argument("--mce-baseline", metavar="MODEL", help="model whose corruption errors mCE is relative to")
     x.set_defaults(fn=cmd_export)
 
     m = sub.add_parser("models", help="list registered architectures")

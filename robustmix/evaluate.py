@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from . import data as datasets
 from .attacks import AttackResult, make_attack, sweep
+from .corruption_eval import plan_corruption_units, run_corruption_unit
 from .device import resolve_device
 from .diagnostics import RANDOMIZED, check_curves, eot_warnings, is_randomized, probe_model, vote_results
 from .distributed import init_world, rank_device
@@ -40,7 +41,7 @@ from .errors import RobustmixError
 from .models.layers import count_params
 from .provenance import code_version, device_description, package_versions, stable_hash
 from .results import ResultStore, RunInfo, aggregate
-from .schema import DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_VERSION, VARIANT_PARAMS, WORST_CASE
+from .schema import CORRUPTIONS, DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_VERSION, VARIANT_PARAMS, WORST_CASE
 from .spec import EvalSpec
 from .targets import Target, check_expects, check_fit, first_bank, resolve_targets
 from .units import Unit, example_indices, plan_units, unit_seed
@@ -170,7 +171,7 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
     n = len(indices)
     data_id = [spec.data.name, spec.data.split, n, spec.seed]
 
-    units = plan_units(spec, targets, data_id, n)
+    units = plan_units(spec, targets, data_id, n) + plan_corruption_units(spec, targets, data_id, n)
     store.open()
     # Static round-robin shares: a function of the unit list alone, so a re-run after a crash
     # (with any number of processes) assigns every unfinished unit to exactly one process.
@@ -222,7 +223,10 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
             for _, _, detail in eot_warnings([(target.name, RANDOMIZED, "")], spec.attack_list):
                 log(f"WARNING: {target.name}: {detail}. Running the spec as written; the report marks it.")
         for unit in mine:
-            micro = _run_unit(spec, store, unit, model, ds, indices, dev, micro, log, votes)
+            if unit.threat_model == CORRUPTIONS:
+                run_corruption_unit(spec, store, unit, model, ds, indices, dev, log)
+            else:
+                micro = _run_unit(spec, store, unit, model, ds, indices, dev, micro, log, votes)
             bar.update()
             bar.set_postfix_str(f"{target.name} {unit.attack.label} {unit.threat_model}")
         del model
@@ -315,7 +319,9 @@ def finalize(spec, store, unit_keys, model_rows, probe_keys, dev, seconds, world
     for name, key in probe_keys.items():
         diag += [(name, flag, detail) for flag, detail in store.read_probe(key)["flags"]]
     diag += eot_warnings(diag, spec.attack_list)
-    diag += check_curves(summary[summary["attack"] != WORST_CASE]) if len(summary) else []
+    # Accuracy may rise with a corruption's severity (the corruptions differ): no curve checks there.
+    adversarial = summary[summary["threat_model"] != CORRUPTIONS] if len(summary) else summary
+    diag += check_curves(adversarial[adversarial["attack"] != WORST_CASE]) if len(adversarial) else []
     wc = summary[summary["attack"] == WORST_CASE]
     diag += check_curves(wc.assign(attack_kind=WORST_CASE)) if len(wc) else []
     diagnostics = pd.DataFrame(diag, columns=list(DIAGNOSTIC_COLUMNS)).drop_duplicates(["model", "flag"])

@@ -17,7 +17,7 @@ from .eps import format_eps, parse_eps, same_eps
 from .errors import ConfigError, StoreError
 from .fileio import atomic_path, model_slug, temp_dir_next_to
 from .results import load_results, model_flags
-from .schema import WORST_CASE
+from .schema import CORRUPTIONS, WORST_CASE
 
 LEADERBOARD_COLUMNS = (
     "rank", "model", "variant", "architecture", "dataset", "threat_model", "eps", "eps_label",
@@ -47,6 +47,9 @@ def _match_eps(available: list[float], eps: float) -> float | None:
 def select_cell(results, threat_model=None, eps=None) -> tuple[str, float]:
     """(threat model, eps) to rank at; defaults documented in export_leaderboard."""
     s = results.summary
+    s = s[s["threat_model"] != CORRUPTIONS]  # common corruptions export with --corruptions DIR
+    if s.empty:
+        raise ConfigError("the store holds common-corruption results only; export them with --corruptions DIR")
     tms = s["threat_model"].value_counts()
     if threat_model is None:
         # most rows; ties broken by name so the choice is stable

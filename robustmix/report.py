@@ -31,6 +31,7 @@ from .results import Results, load_results, model_flags
 from .schema import WORST_CASE
 from .compare import load_examples
 from .report_paired import best_is_separated, paired_html
+from .report_corruptions import corruptions_html, split_corruptions
 from .stats import ALPHA, curve_auc
 
 MARKER = ".robustmix-report"  # marks out_dir as ours, so a re-run may replace it
@@ -188,8 +189,9 @@ window.addEventListener('load', function () {
 
 # ----------------------------------------------------------------------------- report
 
-def write_report(results_dir, out_dir) -> Path:
-    """Write the HTML report of ``results_dir`` into ``out_dir``; return index.html's path."""
+def write_report(results_dir, out_dir, mce_baseline: str | None = None) -> Path:
+    """Write the HTML report of ``results_dir`` into ``out_dir``; return index.html's path.
+    ``mce_baseline``: the model that common-corruption errors are divided by (mCE)."""
     results = load_results(results_dir)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -199,7 +201,7 @@ def write_report(results_dir, out_dir) -> Path:
                          "pass a new or empty directory so nothing of yours is replaced")
     try:
         with atomic_dir(out) as tmp:
-            _build(results, tmp)
+            _build(results, tmp, mce_baseline)
             (tmp / MARKER).write_text("robustmix report\n")
     except OSError as exc:
         raise StoreError(f"cannot write the report to {out}: {exc.strerror or exc}; "
@@ -207,11 +209,19 @@ def write_report(results_dir, out_dir) -> Path:
     return out / "index.html"
 
 
-def _build(results: Results, base: Path) -> None:
+def _build(results: Results, base: Path, mce_baseline: str | None = None) -> None:
     fig_dir = base / "figures"
     data_dir = base / "data"
     fig_dir.mkdir()
     data_dir.mkdir()
+    # Common corruptions have their own section (report_corruptions.py); the rest is about eps-balls.
+    results, corrupted = split_corruptions(results)
+    corruptions = corruptions_html(results, corrupted, fig_dir, base, _img, mce_baseline) if len(corrupted) else ""
+    if results.summary.empty:  # a store of common corruptions only
+        title = f"robustmix report — {', '.join(sorted(corrupted['dataset'].unique()))}"
+        body = f"<h1>{esc(title)}</h1>\n{corruptions}\n{_provenance_html(results, data_dir, base)}"
+        (base / "index.html").write_text(html_page(title, body, CSS, IMAGE_CHECK_JS), encoding="utf-8")
+        return
     s = results.summary
     miss = missing_cells(s)
     partial = set(miss["model"])
@@ -237,6 +247,7 @@ def _build(results: Results, base: Path) -> None:
     parts.append(_table_html(results, partial, flags, miss))
     parts.append(_diagnostics_html(results, flags))
     parts.append(paired_html(examples, s, results.models))
+    parts.append(corruptions)
 
     parts.append('<h2 id="banks">Spatial filter banks</h2>')
     parts.append('<p class="note">The first block\'s spatial filters (each scaled to its own '

@@ -39,7 +39,7 @@ from filelock import FileLock
 from .eps import format_eps, same_eps
 from .errors import StoreError
 from .fileio import atomic_path, model_slug, remove_stale_temps, write_json_atomic, write_text_atomic
-from .schema import (DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_FORMAT, STORE_VERSION, SUMMARY_COLUMNS,
+from .schema import (CORRUPTIONS, DIAGNOSTIC_COLUMNS, MODEL_COLUMNS, STORE_FORMAT, STORE_VERSION, SUMMARY_COLUMNS,
                      VARIANT_PARAMS, WORST_CASE)
 # wilson_interval lives in stats; aggregate uses it and callers keep importing it from here.
 from .stats import wilson_interval
@@ -277,6 +277,8 @@ def aggregate(examples: pd.DataFrame, models: pd.DataFrame, context: dict) -> pd
 
     worst = []
     for (model, tm, eps), g in ex.groupby(["model", "threat_model", "eps"]):
+        if tm == CORRUPTIONS:  # different corruptions at one severity are no eps-ball: no worst case
+            continue
         per_attack = g.pivot_table(index="index", columns="attack", values="correct", aggfunc="first")
         covered = per_attack.dropna()
         clean = g.drop_duplicates("index").set_index("index")["clean_correct"].reindex(covered.index)
@@ -424,7 +426,7 @@ def _normalise_summary(s: pd.DataFrame) -> pd.DataFrame:
     # Worst case = per-eps minimum over attacks; derive rows the store lacks.
     have = set(map(tuple, s.loc[s["attack"] == WORST_CASE, ["model", "threat_model", "eps"]]
                    .itertuples(index=False)))
-    att = s[s["attack"] != WORST_CASE].dropna(subset=["robust_acc"])
+    att = s[(s["attack"] != WORST_CASE) & (s["threat_model"] != CORRUPTIONS)].dropna(subset=["robust_acc"])
     if len(att):
         mins = att.loc[att.groupby(["model", "threat_model", "eps"])["robust_acc"].idxmin()]
         add = mins[[(m, t, e) not in have for m, t, e in

@@ -24,6 +24,9 @@ STORE_VERSION = 2
 
 WORST_CASE = "worst-case"  # attack name of the per-eps minimum over all attacks
 THREAT_MODELS = ("Linf", "L2")
+# Threat model of common-corruption rows (robustmix.corruption_eval): attack = corruption type,
+# eps = severity 1-5 (eps_label "s1".."s5"). Not an eps-ball: no worst case over its "attacks".
+CORRUPTIONS = "corruptions"
 
 EXAMPLE_COLUMNS = (
     "model",         # zoo name or external model id

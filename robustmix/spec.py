@@ -15,10 +15,11 @@ import torch.nn as nn
 
 from .attacks import check_precision, make_attack
 from .config import check_seed, from_dict, load_toml
+from .corruptions import CorruptionSpec
 from .eps import check_eps, parse_eps, same_eps
 from .errors import ConfigError
 from .provenance import stable_hash
-from .schema import THREAT_MODELS
+from .schema import CORRUPTIONS, THREAT_MODELS
 
 # Keys of an [[attacks]] table that steer the driver; the rest are attack parameters.
 DRIVER_KEYS = ("name", "label", "n", "eps", "threat_models", "models")
@@ -129,15 +130,23 @@ class EvalSpec:
         if not self.threat:
             raise ConfigError('threat: add at least one threat model, e.g. [threat.Linf] eps = [0, "8/255"]')
         self.eps_grid = {}
+        self.corruptions = None  # [threat.corruptions]: common corruptions, no attacks (corruption_eval.py)
         for tm, table in self.threat.items():
+            if tm == CORRUPTIONS:
+                if not isinstance(table, dict):
+                    raise ConfigError(f"threat.{CORRUPTIONS}: must be a table, e.g. [threat.{CORRUPTIONS}] "
+                                      f"severities = [1, 3, 5]")
+                self.corruptions = from_dict(CorruptionSpec, table, f"threat.{CORRUPTIONS}")
+                continue
             if tm not in THREAT_MODELS:
-                raise ConfigError(f"threat.{tm}: unknown threat model; choose from {', '.join(THREAT_MODELS)}")
+                raise ConfigError(f"threat.{tm}: unknown threat model; choose from "
+                                  f"{', '.join(THREAT_MODELS + (CORRUPTIONS,))}")
             spec = from_dict(ThreatSpec, table if isinstance(table, dict) else {"eps": table}, f"threat.{tm}")
             if not spec.eps:
                 raise ConfigError(f"threat.{tm}.eps: list at least one eps (0 gives clean accuracy)")
             grid = [check_eps(parse_eps(e), tm, f"threat.{tm}.eps") for e in spec.eps]
             self.eps_grid[tm] = sorted(set(grid))
-        if not self.attacks:
+        if not self.attacks and self.eps_grid:
             raise ConfigError('attacks: add at least one [[attacks]] table, e.g. name = "pgd"')
         self.attack_list = [self._attack(i, a) for i, a in enumerate(self.attacks)]
         labels = [a.label for a in self.attack_list]

@@ -43,7 +43,7 @@ def test_shipped_spec_parses(path):
     spec = load_spec(path)
     assert spec.name == path.stem
     assert spec.models or spec.external
-    assert spec.attack_list and spec.eps_grid
+    assert (spec.attack_list and spec.eps_grid) or spec.corruptions is not None  # a corruptions-only spec
     for tm, grid in spec.eps_grid.items():
         assert grid == sorted(grid) and all(isinstance(e, float) for e in grid)
         for attack in spec.attack_list:
