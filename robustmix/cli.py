@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("results", help="result store directory")
     x.add_argument("--leaderboard", help="CSV file to write")
     x.add_argument("--robustbench", help="directory for RobustBench model_info JSON files")
-    x.add_argument("--threat-model", help="Linf or L2 (default: the one with most rows)")
+    x.add_argument("--threat-model", help="Linf, L2 or L1 (default: the one with most rows)")
     x.add_argument("--eps", help="e.g. 8/255 (default: the largest eps every model has)")
     x.set_defaults(fn=cmd_export)
 
