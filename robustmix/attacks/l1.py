@@ -16,8 +16,8 @@ import torch
 from pyautoattack.autopgd_base import L1_projection
 from torch import Tensor
 
-# At least this many coordinates per sparse step: on small inputs a 1% fraction would be a
-# single pixel, and a one-pixel step oscillates between pixels instead of climbing.
+# At least this many coordinates per sparse step, so that on small inputs (where 1% is a
+# pixel or two) a step still spreads over several pixels.
 MIN_TOP_COORDS = 8
 # The projection aims this far inside the ball, so that rounding x + delta to float32
 # never leaves it (the float32 sum of |delta| is within ~1e-7 relative of the exact one).
@@ -78,8 +78,10 @@ def sparse_step(xa: Tensor, g: Tensor, x0: Tensor, eps: float, alpha: float, top
     k = top_count(flat.shape[1], top_q)
     score = torch.where(_movable(xa, g).flatten(1), flat.abs(), torch.zeros_like(flat))
     top = score.topk(k, dim=1).indices
-    step = torch.zeros_like(flat).scatter_(1, top, flat.gather(1, top).sign())
-    size = step.abs().sum(1, keepdim=True).clamp_min(1)  # coordinates with g = 0 take no step
+    # Fewer than k movable coordinates with g != 0: the others among the top k take no step.
+    signs = torch.where(score.gather(1, top) > 0, flat.gather(1, top).sign(), torch.zeros_like(flat[:, :k]))
+    step = torch.zeros_like(flat).scatter_(1, top, signs)
+    size = step.abs().sum(1, keepdim=True).clamp_min(1)
     step = (step * (alpha / size)).view_as(xa)
     return project_l1(xa + step, x0, eps)
 
