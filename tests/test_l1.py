@@ -10,6 +10,7 @@ from pyautoattack.autopgd_base import APGDAttack
 from scipy.optimize import linprog
 from torch import nn
 
+from robustmix import data as datasets
 from robustmix.attacks import make_attack, sweep
 from robustmix.attacks.base import project
 from robustmix.attacks.l1 import MIN_TOP_COORDS, l1_norm, linear_max_l1, project_l1, sparse_step, top_count
@@ -210,7 +211,6 @@ def test_l1_spec_end_to_end(real_fmnist, tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(),
                           nn.Linear(4 * 7 * 7, 10))
-    from robustmix import data as datasets
     ds = datasets.load_dataset("fashion-mnist", "train", root=real_fmnist)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(0)
