@@ -175,7 +175,7 @@ def test_autoattack_and_square_under_l1_stay_in_the_ball(mlp):
     ("torchattacks.APGD", {}, "L1", "not L1"),
     ("torchattacks.FAB", {}, "L1", "not L1"),
     ("torchattacks.EADL1", {}, "Linf", "[threat.L1]"),
-    ("pgd", {"l1_top_q": 0.05}, "L2", "[threat.L1]"),
+    ("pgd", {"l1_top_q": 0.05}, "L2", 'threat_models = ["L1"]'),
     ("pgd", {"l1_top_q": 0.0}, "L1", "(0, 1]"),
 ])
 def test_bad_l1_configs_give_one_line_errors(name, params, tm, fix):

@@ -144,7 +144,8 @@ class PGD(Attack):
         check_choice(self.name, "loss", p["loss"], ("ce", "dlr"))
         if p["l1_top_q"] is not None and (self.threat_model != "L1" or not 0 < p["l1_top_q"] <= 1):
             raise ConfigError(f"{self.name} argument 'l1_top_q' is the fraction (0, 1] of coordinates an L1 step "
-                              f"moves: give it under [threat.L1] only, got {p['l1_top_q']!r} under {self.threat_model}")
+                              f"moves: give it only to an attack run under L1 (threat_models = [\"L1\"]), got "
+                              f"{p['l1_top_q']!r} under {self.threat_model}")
 
     def _perturb(self, model, x, y, eps, seed):
         p = self.params
