@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("results", help="result store directory")
     x.add_argument("--leaderboard", help="CSV file to write")
     x.add_argument("--robustbench", help="directory for RobustBench model_info JSON files")
-    x.add_argument("--threat-model", help="Linf or L2 (default: the one with most rows)")
+    x.add_argument("--threat-model", help="Linf, L2 or L1 (default: the one with most rows)")
     x.add_argument("--eps", help="e.g. 8/255 (default: the largest eps every model has)")
     x.add_argument("--corruptions", metavar="DIR", help="directory for RobustBench common-corruptions files")
     x.add_argument("--mce-baseline", metavar="MODEL", help="model whose corruption errors mCE is relative to")

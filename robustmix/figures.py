@@ -18,7 +18,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .schema import WORST_CASE
+from .schema import WORST_CASE, threat_model_order
 
 ATTACK_STYLES = {  # (linestyle, marker) per attack; unknown attacks cycle through EXTRA_STYLES
     "fgsm": ("--", "o"), "pgd": ("-.", "s"), "autoattack": ("-", "^"),
@@ -238,8 +238,7 @@ def _labels(d: pd.DataFrame) -> dict:
 
 
 def _tm_order(tm: str) -> tuple:
-    order = {"Linf": 0, "L2": 1}
-    return (order.get(tm, 2), tm)
+    return threat_model_order(tm)
 
 
 def _short(name: str, limit: int = 40) -> str:

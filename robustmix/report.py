@@ -28,7 +28,7 @@ from .fileio import atomic_dir, model_slug
 from .page import esc, html_page
 from .spectrum import envelope_coverage, spectral_envelope
 from .results import Results, load_results, model_flags
-from .schema import WORST_CASE
+from .schema import WORST_CASE, threat_model_order
 from .compare import load_examples
 from .report_paired import best_is_separated, paired_html
 from .report_corruptions import corruptions_html, split_corruptions
@@ -411,7 +411,7 @@ def _provenance_html(results: Results, data_dir: Path, base: Path) -> str:
 
 
 def _tm_key(tm: str) -> tuple:
-    return ({"Linf": 0, "L2": 1}.get(tm, 2), tm)  # Linf first, as in schema.THREAT_MODELS
+    return threat_model_order(tm)
 
 
 def _fmt_value(key: str, v) -> str:

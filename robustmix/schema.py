@@ -23,15 +23,21 @@ STORE_FORMAT = "robustmix-results"
 STORE_VERSION = 2
 
 WORST_CASE = "worst-case"  # attack name of the per-eps minimum over all attacks
-THREAT_MODELS = ("Linf", "L2")
 # Threat model of common-corruption rows (robustmix.corruption_eval): attack = corruption type,
 # eps = severity 1-5 (eps_label "s1".."s5"). Not an eps-ball: no worst case over its "attacks".
 CORRUPTIONS = "corruptions"
+THREAT_MODELS = ("Linf", "L2", "L1")  # eps-ball threat models; corruptions are not one
+
+
+def threat_model_order(tm: str) -> tuple:
+    """Sort key: the order of THREAT_MODELS (Linf, L2, L1), then any other name alphabetically."""
+    return (THREAT_MODELS.index(tm) if tm in THREAT_MODELS else len(THREAT_MODELS), str(tm))
+
 
 EXAMPLE_COLUMNS = (
     "model",         # zoo name or external model id
     "attack",        # fgsm | pgd | autoattack | square | transfer | torchattacks.<Name>
-    "threat_model",  # Linf | L2
+    "threat_model",  # Linf | L2 | L1
     "eps",           # float
     "index",         # index of the example in the data split
     "label",         # true class

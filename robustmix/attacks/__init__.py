@@ -9,6 +9,7 @@ attack over an eps grid, nested by default. What a run guarantees is stated in
 * ``registry``: names -> attack classes (``register_attack``, ``make_attack``);
 * ``gradient``: our PGD and FGSM; ``reference``: pyautoattack's AutoAttack and
   Square; ``transfer``; ``torchattacks_adapter``: any torchattacks class;
+* ``l1``: the L1 ball's projection, sparse step and linear maximiser (used by the above);
 * ``sweep``: one attack over an eps grid.
 """
 # Importing the attack modules registers them (in this order: the order list_attacks shows).

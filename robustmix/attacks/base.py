@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..config import check_seed
 from ..eps import check_eps
 from ..errors import ConfigError, DataError
+from .l1 import l1_norm, project_l1
 
 # Numeric precision of the model's forward passes during the search (see the module docstring).
 PRECISIONS = ("fp32", "bf16")
@@ -75,19 +76,25 @@ def check_inputs(x: Tensor, y: Tensor) -> None:
 
 def flat_norm(d: Tensor, norm: str) -> Tensor:
     d = d.flatten(1)
+    if norm == "L1":  # summed in float64: 784 float32 terms would round by more than l1.py's margin
+        return d.double().abs().sum(1)
     return d.abs().amax(1) if norm == "Linf" else d.norm(p=2, dim=1)
 
 
 def project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     """Project into the eps-ball and [0,1]; rows already inside are left bit-identical."""
     delta = x_adv - x
-    if norm == "Linf":
+    if norm == "L1":
+        proj = project_l1(x_adv, x, eps)
+    elif norm == "Linf":
         proj = x + delta.clamp(-eps, eps)
     else:
         n = flat_norm(delta, "L2").view(-1, *[1] * (x.dim() - 1))
         proj = x + delta * torch.clamp(eps / (n + 1e-12), max=1.0)
     proj = proj.clamp(0, 1)
-    bad = (flat_norm(delta, norm) > eps) | (x_adv < 0).flatten(1).any(1) | (x_adv > 1).flatten(1).any(1)
+    # L1: the exact distance (float64 differences), so "inside" means inside, not inside up to rounding.
+    dist = l1_norm(x_adv, x) if norm == "L1" else flat_norm(delta, norm)
+    bad = (dist > eps) | (x_adv < 0).flatten(1).any(1) | (x_adv > 1).flatten(1).any(1)
     return torch.where(bad.view(-1, *[1] * (x.dim() - 1)), proj, x_adv)
 
 

@@ -1,7 +1,8 @@
-"""Our own gradient attacks: PGD (Linf, L2; restarts, CE or DLR loss, early stop) and FGSM.
+"""Our own gradient attacks: PGD (Linf, L2, L1; restarts, CE or DLR loss, early stop) and FGSM.
 
-The steps are the same operations, in the same order, as torchattacks' PGD and
-PGDL2, so with the same start the iterates match bit for bit.
+The Linf and L2 steps are the same operations, in the same order, as torchattacks' PGD and
+PGDL2, so with the same start the iterates match bit for bit. Under L1 the step is sparse
+and FGSM is the exact linear maximiser over the ball and the box (see ``l1.py``).
 """
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .base import Attack, check_choice, check_positive
+from .l1 import linear_max_l1, random_start_l1, sparse_step
 from .registry import register_attack
+
+
+# Fraction of coordinates a PGD-L1 step moves (SLIDE's 99th percentile of |gradient|).
+L1_TOP_Q = 0.01
 
 
 def _dlr(logits: Tensor, y: Tensor) -> Tensor:
@@ -28,7 +34,9 @@ def _loss(logits: Tensor, y: Tensor, kind: str) -> Tensor:
     return F.cross_entropy(logits, y, reduction="sum") if kind == "ce" else _dlr(logits, y).sum()
 
 
-def _step(xa: Tensor, g: Tensor, x0: Tensor, eps: float, alpha: float, norm: str) -> Tensor:
+def _step(xa: Tensor, g: Tensor, x0: Tensor, eps: float, alpha: float, norm: str, top_q: float) -> Tensor:
+    if norm == "L1":
+        return sparse_step(xa, g, x0, eps, alpha, top_q)
     # Same operations, in the same order, as torchattacks.PGD / PGDL2, so results match bit for bit.
     if norm == "Linf":
         xa = xa + alpha * g.sign()
@@ -40,7 +48,15 @@ def _step(xa: Tensor, g: Tensor, x0: Tensor, eps: float, alpha: float, norm: str
     return torch.clamp(x0 + delta * factor.view(shape), min=0, max=1)
 
 
+def _input_grad(model, x: Tensor, y: Tensor, loss: str) -> Tensor:
+    xa = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        return torch.autograd.grad(_loss(model(xa), y, loss), xa)[0]
+
+
 def _random_start(x: Tensor, eps: float, norm: str, gen: torch.Generator) -> Tensor:
+    if norm == "L1":
+        return random_start_l1(x, eps, gen)
     if norm == "Linf":
         d = (2 * torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) - 1) * eps
     else:  # uniform in the L2 ball: Gaussian direction, radius eps * U^(1/dim)
@@ -51,7 +67,7 @@ def _random_start(x: Tensor, eps: float, norm: str, gen: torch.Generator) -> Ten
     return torch.clamp(x + d, 0, 1)
 
 
-def _pgd_run(model, x0, y0, eps, norm, steps, alpha, start, loss, early_stop, need_mask):
+def _pgd_run(model, x0, y0, eps, norm, steps, alpha, start, loss, early_stop, need_mask, top_q):
     """One PGD run -> (x_adv, broken, passes). With early_stop, broken examples leave the batch
     at the iterate that broke them (the check reuses the gradient step's forward pass)."""
     out = start.clone()
@@ -77,7 +93,7 @@ def _pgd_run(model, x0, y0, eps, norm, steps, alpha, start, loss, early_stop, ne
         xa = xa.detach()
         if keep is not None:
             xa, g, xs, pos = xa[keep], g[keep], xs[keep], pos[keep]
-        xa = _step(xa, g, xs, eps, alpha, norm)
+        xa = _step(xa, g, xs, eps, alpha, norm, top_q)
     out[pos] = xa
     if need_mask:  # restarts need to know who broke at the final iterate
         with torch.no_grad():
@@ -86,7 +102,8 @@ def _pgd_run(model, x0, y0, eps, norm, steps, alpha, start, loss, early_stop, ne
     return out, broken, passes
 
 
-def _pgd(model, x, y, eps, norm, *, steps, alpha, random_start, restarts, loss, early_stop, seed):
+def _pgd(model, x, y, eps, norm, *, steps, alpha, random_start, restarts, loss, early_stop, seed,
+         top_q=None):
     gen = torch.Generator(device=x.device).manual_seed(seed)
     x_adv, todo, passes = x.clone(), torch.arange(x.shape[0], device=x.device), 0
     runs = restarts if random_start else 1  # deterministic restarts would only repeat themselves
@@ -94,9 +111,12 @@ def _pgd(model, x, y, eps, norm, *, steps, alpha, random_start, restarts, loss, 
         if todo.numel() == 0:
             break
         x0, y0 = x[todo], y[todo]
-        start = _random_start(x0, eps, norm, gen) if random_start else x0.clone()
+        # L1: the first run starts at x. A random start in the L1 ball holds budget on random pixels that
+        # sparse steps shed only slowly (l1.random_start_l1); it serves the restarts, for diversity.
+        randomised = random_start and not (norm == "L1" and r == 0)
+        start = _random_start(x0, eps, norm, gen) if randomised else x0.clone()
         out, broken, p = _pgd_run(model, x0, y0, eps, norm, steps, alpha, start, loss,
-                                  early_stop, need_mask=r < runs - 1)
+                                  early_stop, need_mask=r < runs - 1, top_q=top_q)
         passes += p
         if r == 0:
             x_adv[todo] = out
@@ -111,7 +131,7 @@ def _pgd(model, x, y, eps, norm, *, steps, alpha, random_start, restarts, loss, 
 class PGD(Attack):
     spec = {"steps": (int, 10), "step_size": (float, None), "rel_step_size": (float, None),
             "random_start": (bool, True), "restarts": (int, 1), "loss": (str, "ce"),
-            "early_stop": (bool, True)}
+            "early_stop": (bool, True), "l1_top_q": (float, None)}
 
     def _validate(self):
         p = self.params
@@ -122,6 +142,10 @@ class PGD(Attack):
         check_positive(self.name, "step_size", p["step_size"])
         check_positive(self.name, "rel_step_size", p["rel_step_size"])
         check_choice(self.name, "loss", p["loss"], ("ce", "dlr"))
+        if p["l1_top_q"] is not None and (self.threat_model != "L1" or not 0 < p["l1_top_q"] <= 1):
+            raise ConfigError(f"{self.name} argument 'l1_top_q' is the fraction (0, 1] of coordinates an L1 step "
+                              f"moves: give it only to an attack run under L1 (threat_models = [\"L1\"]), got "
+                              f"{p['l1_top_q']!r} under {self.threat_model}")
 
     def _perturb(self, model, x, y, eps, seed):
         p = self.params
@@ -129,7 +153,8 @@ class PGD(Attack):
                  p["rel_step_size"] * eps if p["rel_step_size"] is not None else 2.5 * eps / p["steps"])
         return _pgd(model, x, y, eps, self.threat_model, steps=p["steps"], alpha=alpha,
                     random_start=p["random_start"], restarts=p["restarts"], loss=p["loss"],
-                    early_stop=p["early_stop"], seed=seed)
+                    early_stop=p["early_stop"], seed=seed,
+                    top_q=p["l1_top_q"] if p["l1_top_q"] is not None else L1_TOP_Q)
 
 
 @register_attack("fgsm")
@@ -140,5 +165,7 @@ class FGSM(Attack):
         check_choice(self.name, "loss", self.params["loss"], ("ce", "dlr"))
 
     def _perturb(self, model, x, y, eps, seed):
+        if self.threat_model == "L1":  # one dense sign step would be projected away: take the exact maximiser
+            return linear_max_l1(x, _input_grad(model, x, y, self.params["loss"]), eps), x.shape[0]
         return _pgd(model, x, y, eps, self.threat_model, steps=1, alpha=eps, random_start=False,
                     restarts=1, loss=self.params["loss"], early_stop=False, seed=seed)

@@ -82,6 +82,9 @@ class AutoAttack(Attack):
             check_choice(self.name, "attacks", a, AA_ATTACKS)
         for key in ("batch_size", "n_target_classes", "n_queries"):
             check_positive(self.name, key, p[key])
+        if self.threat_model == "L1" and p["version"] == "plus":
+            raise ConfigError("autoattack version='plus' is defined for Linf and L2 only; under L1 use "
+                              "version='standard' (APGD-CE and APGD-T with eps schedules, FAB-T, Square)")
         self._fab_memo = None
 
     @contextmanager

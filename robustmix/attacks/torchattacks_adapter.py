@@ -8,6 +8,12 @@ from .base import Attack, CountedModel, check_params, check_precision, flat_norm
 
 # Need extra constructor objects (a loader, a list of attacks) we cannot supply.
 _TA_EXCLUDED = {"MultiAttack", "LGV"}
+# Minimise the L1 distance: judged by another norm they would only be weak attacks.
+TA_L1_ONLY = {"EADL1"}
+# Bounded torchattacks attacks that run under L1: none. APGD, APGDT, Square and AutoAttack assert
+# Linf/L2, and FAB, documented for L1, fails in perturb (torchattacks 3.5.1: `res` is unset for L1);
+# pyautoattack's FAB runs under L1 as autoattack version="custom", attacks=["fab"].
+TA_L1_BOUNDED: set[str] = set()
 
 
 class TorchAttack(Attack):
@@ -36,6 +42,7 @@ class TorchAttack(Attack):
         args = {k: v.default for k, v in sig.items() if k not in ("self", "model")
                 and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)}
         self._injected = {"eps", "norm"} & set(args)
+        _check_threat_model(name, cls_name, "eps" in args, threat_model)
         self._takes_seed = "seed" in args
         if not isinstance(params, dict):
             raise ConfigError(f"{name} params must be a mapping, got {type(params).__name__}")
@@ -70,3 +77,13 @@ class TorchAttack(Attack):
             too_far = flat_norm(x_adv - x, self.threat_model) > eps
             x_adv[too_far] = x[too_far]
         return x_adv, counted.n
+
+
+def _check_threat_model(name: str, cls_name: str, bounded: bool, threat_model: str) -> None:
+    """Under L1 a bounded torchattacks attack must bound the L1 norm itself; an L1-only one runs only there."""
+    if cls_name in TA_L1_ONLY and threat_model != "L1":
+        raise ConfigError(f"{name} minimises the L1 distance; run it under [threat.L1] "
+                          f"(threat_models = [\"L1\"]), not {threat_model}")
+    if threat_model == "L1" and bounded and cls_name not in TA_L1_BOUNDED:
+        raise ConfigError(f"{name} bounds Linf or L2 perturbations, not L1; under L1 use pgd, fgsm, autoattack or "
+                          f"square, or an unbounded one such as torchattacks.EADL1")
