@@ -197,8 +197,12 @@ def test_fab_search_reused_across_eps_gives_the_same_sweep(setup, monkeypatch, f
     for e in grid:
         assert torch.equal(reused[e].correct, repeated[e].correct)
         # Equal up to rounding: a batched kernel may round one example differently with
-        # other batch-mates, and the search ran with different ones at the earlier eps.
-        assert torch.allclose(reused[e].x_adv, repeated[e].x_adv, rtol=0, atol=1e-6)
+        # other batch-mates, and the search ran with different ones at the earlier eps. FAB's
+        # iterative L2 steps can carry such a rounding into a slightly different end point
+        # (seen: 2 of 32 examples, 1.2e-3, with one CPU thread), so a few may differ; a wrong
+        # memo would move many examples and flip robust flags (checked exactly above).
+        per_example = (reused[e].x_adv - repeated[e].x_adv).flatten(1).abs().amax(1)
+        assert (per_example > 1e-6).float().mean() <= 0.1, per_example
     # Not vacuous: examples FAB left robust at the first eps are broken at a larger one from the
     # memoised search, and the memo saved passes.
     assert bool((reused[grid[0]].correct & ~reused[grid[-1]].correct).any())
