@@ -269,9 +269,9 @@ def export_adversarials(results_dir, out, *, model: str, eps, threat_model: str 
              and (attack == WORST_CASE or s.attack == attack)]
     tms = sorted({s.threat_model for s in saved})
     if not saved:
-        raise ConfigError(f"no saved adversarials of {model} at eps {format_eps(eps)}"
-                          f"{' ' + threat_model if threat_model else ''}{'' if attack == WORST_CASE else ' by ' + attack}"
-                          "; check --eps, --threat-model and --attack against the spec")
+        where = (f" {threat_model}" if threat_model else "") + ("" if attack == WORST_CASE else f" by {attack}")
+        raise ConfigError(f"no saved adversarials of {model} at eps {format_eps(eps)}{where}; "
+                          "check --eps, --threat-model and --attack against the spec")
     if len(tms) > 1:
         raise ConfigError(f"eps {format_eps(eps)} is in threat models {', '.join(tms)}; pick one with --threat-model")
     per_index: dict[int, dict[str, tuple[torch.Tensor, bool]]] = {}

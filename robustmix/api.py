@@ -63,7 +63,8 @@ def _models(model, store) -> tuple[dict, list[str], int | None]:
     if isinstance(model, dict) and model and all(isinstance(k, str) and isinstance(v, nn.Module)
                                                   for k, v in model.items()):
         return dict(model), list(model), None
-    if isinstance(model, str) or (isinstance(model, (list, tuple)) and model and all(isinstance(m, str) for m in model)):
+    names_given = isinstance(model, (list, tuple)) and model and all(isinstance(m, str) for m in model)
+    if isinstance(model, str) or names_given:
         names = [model] if isinstance(model, str) else list(model)
         zoo = ModelStore(store or default_store_root())
         found = [n for p in names for n in zoo.names(p)]
