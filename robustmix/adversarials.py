@@ -22,7 +22,7 @@ from safetensors.torch import save_file, safe_open
 
 from . import data as datasets
 from . import memdata
-from .advfile import FOLDER, adversarials_path, has_adversarials, read_adversarials, saved_units
+from .advfile import FOLDER, adversarials_path, read_adversarials, saved_units
 from .attacks.base import attack_mode, flat_norm, score
 from .config import from_dict
 from .device import resolve_device
@@ -159,7 +159,7 @@ def verify_store(results_dir, store=None, *, models: dict | None = None, data=No
     if ctx.spec.save_adversarials:
         n = len(ctx.indices)
         for unit in plan_units(ctx.spec, list(ctx.targets.values()), eval_data_id(ctx.spec, n), n):
-            if ctx.store.unit_path(unit.key).is_file() and not has_adversarials(ctx.root, unit.key):
+            if ctx.store.unit_path(unit.key).is_file() and not adversarials_path(ctx.root, unit.key).is_file():
                 out.fail(f"{unit.target.name} {unit.attack.label} {unit.threat_model} [{unit.start}:{unit.stop}]: "
                          f"its adversarials file {adversarials_path(ctx.root, unit.key).name} is missing")
     out.seconds = time.perf_counter() - t0

@@ -74,7 +74,16 @@ def adversarials_path(results_root: str | Path, unit: str) -> Path:
 
 
 def has_adversarials(results_root: str | Path, unit: str) -> bool:
-    return adversarials_path(results_root, unit).is_file()
+    """The unit's file exists and reads back, checksum included: a damaged one counts as missing, so
+    the next eval rewrites it."""
+    path = adversarials_path(results_root, unit)
+    if not path.is_file():
+        return False
+    try:
+        read_adversarials(path)
+    except StoreError:
+        return False
+    return True
 
 
 def saved_units(results_root: str | Path) -> list[str]:

@@ -183,7 +183,7 @@ def test_tampered_adversarial_fails_verify(saved_store, capsys, fake_fmnist):
     assert f"example {int(saved.index[p])} is stored broken but re-scores robust" in lines[-1]
 
 
-def test_byte_flip_and_missing_file_fail_verify(saved_store, capsys):
+def test_byte_flip_and_missing_file_fail_verify_until_eval_rewrites_them(saved_store, capsys, tmp_path, fake_fmnist):
     keys = saved_units(saved_store)
     path = adversarials_path(saved_store, keys[0])
     raw = bytearray(path.read_bytes())
@@ -193,6 +193,9 @@ def test_byte_flip_and_missing_file_fail_verify(saved_store, capsys):
     code, lines = run_verify(saved_store, capsys)
     assert code == 1 and "verify FAILED: 2 mismatch(es)" in lines[-1] and "checksum mismatch" in lines[-1]
     assert any("is missing" in line for line in lines)
+    assert main(["eval", str(write_spec(tmp_path, fake_fmnist)), "--results", str(saved_store), "--quiet",
+                 "--device", "cpu"]) == 0                    # the same command rewrites both
+    assert run_verify(saved_store, capsys)[0] == 0
 
 
 def test_an_out_of_ball_adversarial_fails_verify(saved_store, capsys, fake_fmnist):
