@@ -6,6 +6,7 @@ import os
 import runpy
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -147,6 +148,7 @@ def test_example_script_runs(tmp_path, fake_fmnist, monkeypatch, capsys):
     monkeypatch.setenv("ROBUSTMIX_DATA", str(fake_fmnist))
     monkeypatch.setenv("ROBUSTMIX_ZOO", str(tmp_path / "no-zoo"))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the example's result store goes to a temp dir
     monkeypatch.setattr(sys, "argv", ["python_api_example.py", "--n", "16", "--out", str(tmp_path / "report")])
     runpy.run_path(str(ROOT / "evals" / "python_api_example.py"), run_name="__main__")
     out = capsys.readouterr().out
