@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import data
+from .adversarials import export_adversarials, verify_store
 from .distributed import current_world, leaving_process_group
 from .errors import ConfigError, RobustmixError
 from .evaluate import run_eval, summary_text
@@ -137,8 +138,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    if not args.leaderboard and not args.robustbench and not args.corruptions:
-        raise ConfigError("export: pass --leaderboard FILE.csv, --robustbench DIR and/or --corruptions DIR")
+    if not (args.leaderboard or args.robustbench or args.corruptions or args.adversarials):
+        raise ConfigError("export: pass --leaderboard FILE.csv, --robustbench DIR, --corruptions DIR "
+                          "and/or --adversarials FILE")
+    if args.adversarials:
+        if not args.model or not args.eps:
+            raise ConfigError("export --adversarials: also pass --model NAME and --eps, e.g. --eps 8/255")
+        done = export_adversarials(args.results, args.adversarials, model=args.model, eps=args.eps,
+                                   threat_model=args.threat_model, attack=args.attack, store=args.store)
+        print(f"{done.n} adversarial inputs of {done.model} ({done.attack} over {'+'.join(done.attacks)}, "
+              f"{done.threat_model} eps {args.eps}; {done.robust} robust) written to {done.path}")
     if args.leaderboard:
         df = export_leaderboard(args.results, args.leaderboard, threat_model=args.threat_model, eps=args.eps)
         print(df[["rank", "model", "clean_acc", "robust_acc", "flags"]].to_string(index=False))
@@ -150,6 +159,14 @@ def cmd_export(args) -> int:
         paths = export_corruptions(args.results, args.corruptions, mce_baseline=args.mce_baseline)
         print(f"RobustBench corruptions files written to {paths[0].parent}: " + ", ".join(p.name for p in paths))
     return 0
+
+
+def cmd_verify(args) -> int:
+    result = verify_store(args.results, args.store, device=args.device)
+    for message in result.messages:
+        print(f"  {message}", file=sys.stderr)
+    print(result.line(), file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
 
 
 def _zoo_rows(store, pattern="*") -> tuple[list[dict], list[tuple[str, str]]]:
@@ -312,7 +329,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--eps", help="e.g. 8/255 (default: the largest eps every model has)")
     x.add_argument("--corruptions", metavar="DIR", help="directory for RobustBench common-corruptions files")
     x.add_argument("--mce-baseline", metavar="MODEL", help="model whose corruption errors mCE is relative to")
+    x.add_argument("--adversarials", help="file (.pt or .safetensors) for one model's saved adversarial inputs "
+                                          "at --eps (AutoAttack's adv_complete), for an outside evaluation")
+    x.add_argument("--model", help="with --adversarials: the model")
+    x.add_argument("--attack", default="worst-case", help="with --adversarials: an attack label, or worst-case "
+                                                          "(default: per example, an attack that broke it)")
+    x.add_argument("--store", help="with --adversarials: zoo store of the models (default: the spec's)")
     x.set_defaults(fn=cmd_export)
+
+    v = sub.add_parser("verify", help="re-score every saved adversarial example of a result store")
+    v.add_argument("results", help="result store directory (written with save_adversarials = true)")
+    v.add_argument("--store", help="zoo store directory (default: the spec's, zoo/store or $ROBUSTMIX_ZOO)")
+    v.add_argument("--device", help="auto | cpu | cuda[:N]")
+    v.set_defaults(fn=cmd_verify)
 
     m = sub.add_parser("models", help="list registered architectures")
     m.add_argument("pattern", nargs="?", default="*")

@@ -31,6 +31,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from . import data as datasets
+from .advfile import has_adversarials, write_adversarials
 from .attacks import AttackResult, make_attack, sweep
 from .corruption_eval import plan_corruption_units, run_corruption_unit
 from .device import resolve_device
@@ -131,21 +132,25 @@ def full_fp32():
 
 
 def run_eval(spec: EvalSpec, results_dir: str | Path | None = None, *, models: dict[str, nn.Module] | None = None,
-             device: str | None = None, progress: bool = True, log=print) -> pd.DataFrame | None:
+             device: str | None = None, progress: bool = True, log=print, data=None) -> pd.DataFrame | None:
     """Evaluate every model of ``spec``; return the summary table (also written to the store).
 
     Under torchrun (WORLD_SIZE > 1) each process evaluates its share of the
     units into the same store and rank 0 alone aggregates them and returns
     the summary; the other ranks return None once their share is done.
+
+    ``data``: a Dataset with ``.info`` (robustmix.memdata adapts tensors, Datasets and DataLoaders)
+    to evaluate instead of loading ``spec.data.name``; its identity should be in ``spec.data.name``,
+    which keys the units. The summary's ``attrs["unit_keys"]`` lists the run's units.
     """
     # Randomised models draw from the global RNG in forward (probes, clean passes): fork it so the
     # caller's state is untouched, and reseed it per probe/unit so results do not depend on it.
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices), full_fp32():
-        return _run_eval(spec, results_dir, models=models, device=device, progress=progress, log=log)
+        return _run_eval(spec, results_dir, models=models, device=device, progress=progress, log=log, data=data)
 
 
-def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> pd.DataFrame | None:
+def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log, data=None) -> pd.DataFrame | None:
     t_start = time.perf_counter()
     dev = resolve_device(device or "auto")
     world = init_world(dev)
@@ -156,7 +161,8 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
     # eval leaves no skeleton store behind (report/export would call it unfinished).
     store = ResultStore(results_dir or spec.results or Path("results") / spec.name).check()
     targets = resolve_targets(spec, models)
-    ds = datasets.load_dataset(spec.data.name, spec.data.split, root=spec.data.root, download=spec.data.download)
+    ds = data if data is not None else datasets.load_dataset(spec.data.name, spec.data.split, root=spec.data.root,
+                                                              download=spec.data.download)
     info = ds.info
     for target in targets:
         check_expects(target, info)
@@ -169,7 +175,7 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
         del module
     indices = example_indices(spec, len(ds))  # checks data.n again: `--n` may have replaced it
     n = len(indices)
-    data_id = [spec.data.name, spec.data.split, n, spec.seed]
+    data_id = eval_data_id(spec, n)
 
     units = plan_units(spec, targets, data_id, n) + plan_corruption_units(spec, targets, data_id, n)
     store.open()
@@ -178,7 +184,9 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
     # A unit file that fails verification is recomputed (and overwritten), with a warning.
     prefix = f"[rank {world.rank}/{world.world_size}] " if world.distributed else ""
     todo = [u for u in world.shard(units) if not store.has_unit(
-        u.key, on_corrupt=lambda msg: print(f"robustmix: warning: {prefix}{msg}; recomputing it", file=sys.stderr))]
+        u.key, on_corrupt=lambda msg: print(f"robustmix: warning: {prefix}{msg}; recomputing it", file=sys.stderr))
+        # A finished unit without its adversarials is recomputed (same seed, same rows) to save them.
+        or (spec.save_adversarials and not has_adversarials(store.root, u.key))]
     probed_here = {t.name for t in world.shard(targets)}
     # The name is part of every key: modules with equal weights (wrappers around one
     # network) are different models and must not share probes or units.
@@ -239,6 +247,11 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log) -> 
                     time.perf_counter() - t_start, world.world_size)
 
 
+def eval_data_id(spec: EvalSpec, n: int) -> list:
+    """What identifies an eval's examples in its unit keys (a Python data set's name holds its hash)."""
+    return [spec.data.name, spec.data.split, n, spec.seed]
+
+
 def _prefixed(log, prefix: str):
     return lambda msg, *a, **k: log(prefix + msg, *a, **k)
 
@@ -274,10 +287,13 @@ def _run_unit(spec: EvalSpec, store: ResultStore, unit: Unit, model: nn.Module, 
     tried = min(micro, len(idx))
     (res, clean), batch = with_backoff(lambda b: attack_chunk(atk, model, x, y, grid, seed, spec.nested, b),
                                        tried, dev, what, log)
-    counts = {}
+    counts, vote_cost = {}, dict.fromkeys(grid, 0)
     if votes:
         torch.manual_seed(unit_seed(seed, "votes"))
         counts, clean = vote_results(model, res, x, y, grid, votes, batch, spec.nested)
+        # The majority decisions are model evaluations too: `votes` passes per example at every eps,
+        # and at the smallest eps once more for the clean inputs when the grid has no eps 0.
+        vote_cost = {e: votes * len(idx) * (2 if i == 0 and e != 0 else 1) for i, e in enumerate(grid)}
     rows = []
     for eps in grid:
         r = res[eps]
@@ -288,8 +304,12 @@ def _run_unit(spec: EvalSpec, store: ResultStore, unit: Unit, model: nn.Module, 
             "correct": r.correct.cpu().numpy(), "clean_correct": clean.cpu().numpy(),
             "margin": r.margin.cpu().numpy().astype(np.float32), "eval_seed": spec.seed,
             "precision": spec.precision, "attack_batch": np.int64(batch),
-            "unit": unit.key, "seconds": r.seconds, "passes": r.passes,
+            "unit": unit.key, "seconds": r.seconds, "passes": r.passes + vote_cost[eps],
             **({"votes": counts[eps].cpu().numpy(), "vote_passes": np.int64(votes)} if votes else {})}))
+    if spec.save_adversarials:  # before the unit: a unit on disk without them is recomputed on resume
+        write_adversarials(store.root, unit.key, model=target.name, attack=attack.label, threat_model=tm,
+                           eps=grid, fingerprint=target.fingerprint, index=idx, label=y, x=x,
+                           x_adv=[res[e].x_adv for e in grid])
     store.write_unit(unit.key, pd.concat(rows, ignore_index=True))
     robust = {e: int(res[e].correct.sum()) for e in grid}
     del res, rows, x, y
@@ -332,6 +352,7 @@ def finalize(spec, store, unit_keys, model_rows, probe_keys, dev, seconds, world
                   seconds=float(examples.drop_duplicates(["unit", "eps"])["seconds"].sum()) if len(examples) else 0.0,
                   wall_seconds=seconds, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     store.write_tables(summary, models, diagnostics, run)
+    summary.attrs["unit_keys"] = list(unit_keys)
     return summary
 
 

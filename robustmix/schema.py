@@ -13,6 +13,9 @@ A result store is a directory written by ``robustmix eval`` and read by
       banks/<model_id>.npy  float32 (C, k, k) spatial filter bank of the first block, if any
       run.json              provenance (results.RunInfo): spec, eval_seed, code and package versions,
                             device, world_size, seconds, finished
+      adversarials/<unit>.safetensors
+                            with save_adversarials = true: the unit's adversarial inputs per eps,
+                            changes only (layout, reader and writer: advfile.py)
 
 Numbers are stored as numbers: ``eps`` is a float (8/255 -> 0.0313725...);
 its display form lives in ``eps_label``.

@@ -114,6 +114,10 @@ class EvalSpec:
     # A model flagged randomized (two forward passes differ) is judged robust at an input when a
     # majority of this many forward passes classify it correctly: one pass is a coin toss.
     randomized_votes: int = DEFAULT_VOTES
+    # Keep every unit's adversarial examples (robustmix/advfile.py) so `robustmix verify` can
+    # re-score them and `robustmix export --adversarials` can hand them on. Not in the spec hash:
+    # it changes what is kept, not what is computed.
+    save_adversarials: bool = False
     description: str = ""
 
     def validate(self, where):
@@ -211,7 +215,7 @@ class EvalSpec:
         return [g for g in grid if any(same_eps(g, e) for e in attack.eps)]
 
     def spec_hash(self) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k not in ("description",)}
+        fields = {k: v for k, v in asdict(self).items() if k not in ("description", "save_adversarials")}
         if fields["precision"] == "fp32":  # added later: at its default, a spec keeps the hash it had
             del fields["precision"]
         if fields["randomized_votes"] == DEFAULT_VOTES:  # likewise
