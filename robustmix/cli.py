@@ -26,6 +26,7 @@ from .paper.analysis import BANK_KINDS, analyse_spectrum
 from .paper.reproduce import reproduce_paper
 from .paper.unshuffle import (load_unshuffle_recipe, summarise, train_unshuffle, write_unshuffle_grid,
                               write_unshuffle_report)
+from .radius import export_radii
 from .recipe import load_recipe, recipe_task
 from .report import write_report
 from .spec import load_spec
@@ -133,8 +134,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    if not args.leaderboard and not args.robustbench:
-        raise ConfigError("export: pass --leaderboard FILE.csv and/or --robustbench DIR")
+    if not args.leaderboard and not args.robustbench and not args.radii:
+        raise ConfigError("export: pass --leaderboard FILE.csv, --robustbench DIR and/or --radii FILE.csv")
     if args.leaderboard:
         df = export_leaderboard(args.results, args.leaderboard, threat_model=args.threat_model, eps=args.eps)
         print(df[["rank", "model", "clean_acc", "robust_acc", "flags"]].to_string(index=False))
@@ -142,6 +143,10 @@ def cmd_export(args) -> int:
     if args.robustbench:
         paths = export_robustbench(args.results, args.robustbench, threat_model=args.threat_model, eps=args.eps)
         print(f"{len(paths)} RobustBench model_info files written to {args.robustbench}")
+    if args.radii:
+        medians = export_radii(args.results, args.radii)
+        print(medians.to_string(index=False) if len(medians) else "(no minimum-norm attack in the store)")
+        print(f"per-example radii written to {args.radii}")
     return 0
 
 
@@ -298,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("results", help="result store directory")
     x.add_argument("--leaderboard", help="CSV file to write")
     x.add_argument("--robustbench", help="directory for RobustBench model_info JSON files")
+    x.add_argument("--radii", help="CSV file for every example's robustness radius per model and attack")
     x.add_argument("--threat-model", help="Linf or L2 (default: the one with most rows)")
     x.add_argument("--eps", help="e.g. 8/255 (default: the largest eps every model has)")
     x.set_defaults(fn=cmd_export)

@@ -31,6 +31,7 @@ from .results import Results, load_results, model_flags
 from .schema import WORST_CASE
 from .compare import load_examples
 from .report_paired import best_is_separated, paired_html
+from .report_radius import radius_html
 from .stats import ALPHA, curve_auc
 
 MARKER = ".robustmix-report"  # marks out_dir as ours, so a re-run may replace it
@@ -220,6 +221,7 @@ def _build(results: Results, base: Path) -> None:
     parts = [f"<h1>robustmix report — {esc(', '.join(sorted(s['dataset'].unique())))}</h1>",
              '<nav><a href="#summary">Summary</a><a href="#curves">Curves</a>'
              '<a href="#table">Table</a><a href="#diagnostics">Diagnostics</a><a href="#paired">Paired</a>'
+             '<a href="#radius">Radius</a>'
              '<a href="#banks">Filter banks</a><a href="#provenance">Provenance</a></nav>',
              '<p id="image-status" class="note"></p>']
     examples = load_examples(results.root, s)
@@ -237,6 +239,7 @@ def _build(results: Results, base: Path) -> None:
     parts.append(_table_html(results, partial, flags, miss))
     parts.append(_diagnostics_html(results, flags))
     parts.append(paired_html(examples, s, results.models))
+    parts.append(radius_html(examples))
 
     parts.append('<h2 id="banks">Spatial filter banks</h2>')
     parts.append('<p class="note">The first block\'s spatial filters (each scaled to its own '
