@@ -29,6 +29,7 @@ from .paper.analysis import BANK_KINDS, analyse_spectrum
 from .paper.reproduce import reproduce_paper
 from .paper.unshuffle import load_unshuffle_recipe, run_unshuffle
 from .paper.unshuffle_report import summarise
+from .radius import export_radii
 from .recipe import load_recipe, recipe_task
 from .report import write_report
 from .spec import load_spec
@@ -138,9 +139,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    if not (args.leaderboard or args.robustbench or args.corruptions or args.adversarials):
-        raise ConfigError("export: pass --leaderboard FILE.csv, --robustbench DIR, --corruptions DIR "
-                          "and/or --adversarials FILE")
+    if not (args.leaderboard or args.robustbench or args.corruptions or args.adversarials or args.radii):
+        raise ConfigError("export: pass --leaderboard FILE.csv, --robustbench DIR, --corruptions DIR, "
+                          "--adversarials FILE and/or --radii FILE.csv")
     if args.adversarials:
         if not args.model or not args.eps:
             raise ConfigError("export --adversarials: also pass --model NAME and --eps, e.g. --eps 8/255")
@@ -158,6 +159,10 @@ def cmd_export(args) -> int:
     if args.corruptions:
         paths = export_corruptions(args.results, args.corruptions, mce_baseline=args.mce_baseline)
         print(f"RobustBench corruptions files written to {paths[0].parent}: " + ", ".join(p.name for p in paths))
+    if args.radii:
+        medians = export_radii(args.results, args.radii)
+        print(medians.to_string(index=False) if len(medians) else "(no minimum-norm attack in the store)")
+        print(f"per-example radii written to {args.radii}")
     return 0
 
 
@@ -325,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("results", help="result store directory")
     x.add_argument("--leaderboard", help="CSV file to write")
     x.add_argument("--robustbench", help="directory for RobustBench model_info JSON files")
+    x.add_argument("--radii", help="CSV file for every example's robustness radius per model and attack")
     x.add_argument("--threat-model", help="Linf, L2 or L1 (default: the one with most rows)")
     x.add_argument("--eps", help="e.g. 8/255 (default: the largest eps every model has)")
     x.add_argument("--corruptions", metavar="DIR", help="directory for RobustBench common-corruptions files")

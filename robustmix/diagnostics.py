@@ -161,7 +161,9 @@ def check_curves(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
             if rising.any() and "non-monotonic" not in found:
                 found["non-monotonic"] = f"{tm} {a}: robust accuracy rises at eps={rising.idxmax():g}"
         # AutoAttack contains Square, so it is not a fair white-box reference here.
-        white = [a for a in labels if kind[a] in ("fgsm", "pgd") or kind[a].startswith("torchattacks.")]
+        # The minimum-norm attacks (fab, fmn, ddn) follow the model's gradients too.
+        white = [a for a in labels if kind[a] in ("fgsm", "pgd", "fab", "fmn", "ddn")
+                 or kind[a].startswith("torchattacks.")]
         for b in (a for a in labels if kind[a] in BLACK_BOX):
             if not white or "black-box-beats-white-box" in found:
                 continue

@@ -115,7 +115,9 @@ def attack_chunk(atk, model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: 
                            correct=torch.cat([r[e].correct for r, _ in parts]),
                            margin=torch.cat([r[e].margin for r, _ in parts]),
                            passes=sum(r[e].passes for r, _ in parts),
-                           seconds=sum(r[e].seconds for r, _ in parts)) for e in grid}
+                           seconds=sum(r[e].seconds for r, _ in parts),
+                           radius=None if parts[0][0][e].radius is None else
+                           torch.cat([r[e].radius for r, _ in parts])) for e in grid}
     return res, torch.cat([c for _, c in parts])
 
 
@@ -305,6 +307,8 @@ def _run_unit(spec: EvalSpec, store: ResultStore, unit: Unit, model: nn.Module, 
             "margin": r.margin.cpu().numpy().astype(np.float32), "eval_seed": spec.seed,
             "precision": spec.precision, "attack_batch": np.int64(batch),
             "unit": unit.key, "seconds": r.seconds, "passes": r.passes + vote_cost[eps],
+            # A minimum-norm attack's per-example radius (the same at every eps); NaN for fixed-eps attacks.
+            "radius": np.nan if r.radius is None else r.radius.cpu().numpy(),
             **({"votes": counts[eps].cpu().numpy(), "vote_passes": np.int64(votes)} if votes else {})}))
     if spec.save_adversarials:  # before the unit: a unit on disk without them is recomputed on resume
         write_adversarials(store.root, unit.key, model=target.name, attack=attack.label, threat_model=tm,

@@ -14,7 +14,7 @@ import torch
 from .version import __version__
 
 PACKAGES = ("torch", "torchvision", "torchattacks", "pyautoattack", "robustbench",
-            "numpy", "pandas", "safetensors")
+            "numpy", "pandas", "safetensors", "foolbox", "imagecorruptions")  # fmn/ddn; corruptions
 
 
 @lru_cache(maxsize=1)

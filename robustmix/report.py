@@ -32,6 +32,7 @@ from .schema import WORST_CASE, threat_model_order
 from .compare import load_examples
 from .report_paired import best_is_separated, paired_html
 from .report_corruptions import corruptions_html, split_corruptions
+from .report_radius import radius_html
 from .stats import ALPHA, curve_auc
 
 MARKER = ".robustmix-report"  # marks out_dir as ours, so a re-run may replace it
@@ -230,6 +231,7 @@ def _build(results: Results, base: Path, mce_baseline: str | None = None) -> Non
     parts = [f"<h1>robustmix report — {esc(', '.join(sorted(s['dataset'].unique())))}</h1>",
              '<nav><a href="#summary">Summary</a><a href="#curves">Curves</a>'
              '<a href="#table">Table</a><a href="#diagnostics">Diagnostics</a><a href="#paired">Paired</a>'
+             '<a href="#radius">Radius</a>'
              '<a href="#banks">Filter banks</a><a href="#provenance">Provenance</a></nav>',
              '<p id="image-status" class="note"></p>']
     examples = load_examples(results.root, s)
@@ -248,6 +250,7 @@ def _build(results: Results, base: Path, mce_baseline: str | None = None) -> Non
     parts.append(_diagnostics_html(results, flags))
     parts.append(paired_html(examples, s, results.models))
     parts.append(corruptions)
+    parts.append(radius_html(examples))
 
     parts.append('<h2 id="banks">Spatial filter banks</h2>')
     parts.append('<p class="note">The first block\'s spatial filters (each scaled to its own '

@@ -49,6 +49,8 @@ EXAMPLE_COLUMNS = (
     "eval_seed",
     "precision",     # fp32 | bf16: the model's precision inside the attack (verdicts are fp32)
     "attack_batch",  # examples attacked at once; below the unit's size after running out of memory
+    "radius",        # minimum-norm attacks: norm of the closest adversarial found (inf: none, 0: clean-wrong);
+                     # robust at eps iff radius > eps. NaN for fixed-eps attacks (robustmix/radius.py)
 )
 
 # Every variant parameter (robustmix.variants.VARIANTS defaults), one numeric column each in

@@ -10,10 +10,12 @@ attack over an eps grid, nested by default. What a run guarantees is stated in
 * ``gradient``: our PGD and FGSM; ``reference``: pyautoattack's AutoAttack and
   Square; ``transfer``; ``torchattacks_adapter``: any torchattacks class;
 * ``l1``: the L1 ball's projection, sparse step and linear maximiser (used by the above);
-* ``sweep``: one attack over an eps grid.
+* ``sweep``: one attack over an eps grid;
+* ``minnorm``: minimum-norm attacks (FAB, FMN, DDN), one search per unit for every eps.
 """
 # Importing the attack modules registers them (in this order: the order list_attacks shows).
 from . import gradient, reference, transfer  # noqa: F401
+from . import minnorm  # noqa: F401  (fab, fmn, ddn: after the fixed-eps attacks)
 from .base import PRECISIONS, Attack, AttackResult, check_precision
 from .reference import AutoAttack
 from .registry import attack_names, list_attacks, make_attack, register_attack

@@ -51,6 +51,9 @@ class AttackResult:
     margin: Tensor   # float (N,): logit[y] - max_{j != y} logit[j] at x_adv
     passes: int      # example forward(+backward) passes spent: sum of batch sizes over steps
     seconds: float = 0.0  # wall time spent at this eps (nested sweeps: on the still-robust examples)
+    # Minimum-norm attacks (attacks/minnorm.py): float64 (N,) norm of the closest adversarial found,
+    # inf where none was found, 0 where x is misclassified; None for fixed-eps attacks.
+    radius: Tensor | None = None
 
 
 # --- shared helpers -----------------------------------------------------------

@@ -29,6 +29,9 @@ def sweep(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, eps_grid: list
     grid = sorted({check_eps_value(e, attack.threat_model) for e in grid})
     check_seed_value(seed)
     check_inputs(x, y)
+    if getattr(attack, "minimum_norm", False):
+        # One search gives every example's radius and so every eps, nested or not (attacks/minnorm.py).
+        return attack.radius_sweep(model, x, y, grid, seed)
     if not nested:
         results = {}
         for e in grid:
