@@ -25,7 +25,7 @@ from . import schema
 from .eps import format_eps
 from .errors import StoreError
 from .fileio import atomic_dir, model_slug
-from .page import esc, html_page
+from .page import IMAGE_CHECK_JS, REPORT_CSS, esc, html_page
 from .spectrum import envelope_coverage, spectral_envelope
 from .results import Results, load_results, model_flags
 from .schema import WORST_CASE, threat_model_order
@@ -146,48 +146,6 @@ def _img(paths: dict, alt: str, base: Path) -> str:
             f'<a href="{esc(png)}">PNG</a> · <a href="{esc(svg)}">SVG</a></figcaption></figure>')
 
 
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
-margin:0 auto;max-width:1500px;padding:1rem 2rem;color:#1b1b1b;line-height:1.45}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
-nav a{margin-right:1rem}.headline{background:#eef5ff;border-left:4px solid #2b6cb0;padding:.6rem 1rem}
-dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}dl.kv dt{font-weight:600}
-dl.kv dd{margin:0;overflow-wrap:anywhere}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}th,td{border:1px solid #ddd;padding:.25rem .5rem}
-th{background:#f4f4f4;position:sticky;top:0}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.missing{color:#999;background:#fafafa;text-align:center}.scroll{overflow-x:auto;max-width:100%}
-.badge{display:inline-block;border-radius:.6rem;padding:0 .5rem;font-size:.75rem;font-weight:600;margin:0 .15rem}
-.partial{background:#fff3cd;color:#7a5a00;border:1px solid #e6c65c}
-.flag{background:#fde2e1;color:#9b1c1c;border:1px solid #f5a5a3}
-tr.flagged td:first-child{border-left:4px solid #d9534f}
-figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.8rem;color:#555}img.broken{outline:4px solid red}
-.note{color:#555;font-size:.85rem}pre{background:#f7f7f7;padding:.5rem;overflow-x:auto;font-size:.8rem}
-#image-status.bad{color:#b00;font-weight:700}
-"""
-
-# Marks images that failed to load with a red outline and records the count on
-# <body data-images-ok/-total/-broken>: a reader sees a broken figure at once,
-# and the browser test reads the same attributes.
-IMAGE_CHECK_JS = """
-window.addEventListener('load', function () {
-  var imgs = document.images, ok = 0, broken = [];
-  for (var i = 0; i < imgs.length; i++) {
-    var im = imgs[i];
-    if (im.complete && im.naturalWidth > 0) { ok++; } else {
-      broken.push(im.getAttribute('src')); im.classList.add('broken'); }
-  }
-  var b = document.body;
-  b.setAttribute('data-images-total', String(imgs.length));
-  b.setAttribute('data-images-ok', String(ok));
-  b.setAttribute('data-images-broken', broken.join(' '));
-  var el = document.getElementById('image-status');
-  if (el && broken.length) { el.textContent = broken.length + ' figure(s) failed to load: ' +
-                             broken.join(', '); el.className = 'bad'; }
-});
-"""
-
-
 # ----------------------------------------------------------------------------- report
 
 def write_report(results_dir, out_dir, mce_baseline: str | None = None) -> Path:
@@ -221,7 +179,7 @@ def _build(results: Results, base: Path, mce_baseline: str | None = None) -> Non
     if results.summary.empty:  # a store of common corruptions only
         title = f"robustmix report — {', '.join(sorted(corrupted['dataset'].unique()))}"
         body = f"<h1>{esc(title)}</h1>\n{corruptions}\n{_provenance_html(results, data_dir, base)}"
-        (base / "index.html").write_text(html_page(title, body, CSS, IMAGE_CHECK_JS), encoding="utf-8")
+        (base / "index.html").write_text(html_page(title, body, REPORT_CSS, IMAGE_CHECK_JS), encoding="utf-8")
         return
     s = results.summary
     miss = missing_cells(s)
@@ -281,7 +239,7 @@ def _build(results: Results, base: Path, mce_baseline: str | None = None) -> Non
     parts.append(_provenance_html(results, data_dir, base))
     body = "\n".join(parts)
     title = f"robustmix report — {', '.join(sorted(s['dataset'].unique()))}"
-    (base / "index.html").write_text(html_page(title, body, CSS, IMAGE_CHECK_JS), encoding="utf-8")
+    (base / "index.html").write_text(html_page(title, body, REPORT_CSS, IMAGE_CHECK_JS), encoding="utf-8")
 
 
 def _summary_html(results: Results, partial: set, flags: dict, examples: pd.DataFrame) -> str:

@@ -52,8 +52,8 @@ def _broken_by(model, x_adv, y):
 CHEAP = {"fgsm": {}, "pgd": {"steps": 3}, "autoattack": {"version": "custom", "attacks": ["apgd-ce"]},
          "square": {"n_queries": 20}, "transfer": {"source": "other", "source_params": {"steps": 3}},
          "fab": {"steps": 3}, "fmn": {"steps": 3}, "ddn": {"steps": 3}}
-# Attacks defined in some threat models only (the others are a one-line error, tests/test_radius.py).
-ONLY = {"ddn": ("L2",)}
+# Attacks defined in some threat models only: in the others, building one is a one-line error.
+ONLY = {"ddn": ("L2",), "fab": ("Linf", "L2"), "fmn": ("Linf", "L2")}
 REGISTERED = list_attacks()
 
 
@@ -67,7 +67,10 @@ def test_cheap_table_covers_the_attack_registry():
 def test_registry_x_threat_models(setup, name, tm):
     """Every registered attack in every threat model: bounds, scoring, determinism, RNG and modes."""
     if tm not in ONLY.get(name, THREAT_MODELS):
-        pytest.skip(f"{name} is defined in {', '.join(ONLY[name])} only")
+        with pytest.raises(ConfigError, match=f"{name} .* only, not {tm}; add threat_models") as err:
+            make_attack(name, dict(CHEAP[name]), tm)
+        assert "\n" not in str(err.value)
+        return
     model, x, y = setup
     x, y = x[:4], y[:4]
     params = dict(CHEAP[name])
