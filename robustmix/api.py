@@ -29,7 +29,7 @@ from .store import ModelStore, default_store_root
 from .units import example_indices
 
 # eps grids used when none is given: clean plus the usual small-image range.
-DEFAULT_EPS = {"Linf": [0, "1/255", "2/255", "4/255", "8/255"], "L2": [0, 0.25, 0.5, 1.0]}
+DEFAULT_EPS = {"Linf": [0, "1/255", "2/255", "4/255", "8/255"], "L2": [0, 0.25, 0.5, 1.0], "L1": [0, 1, 2, 5, 10]}
 
 
 @dataclass
@@ -131,7 +131,7 @@ def evaluate(model, data, eps=None, attacks=("fgsm", "pgd"), threat_model: str =
     classes = classes or _classes(modules, probe_x)
     fields = {"name": name, "models": names, "store": None if store is None else str(store),
               "data": {"name": data_label, "n": len(ds) if n is None else n, "batch_size": batch_size},
-              "threat": {threat_model: {"eps": list(DEFAULT_EPS[threat_model] if eps is None else eps)}},
+              "threat": {threat_model: {"eps": list(DEFAULT_EPS.get(threat_model, []) if eps is None else eps)}},
               "attacks": _attacks(attacks), "seed": seed, "nested": nested, "precision": precision,
               "randomized_votes": randomized_votes, "save_adversarials": save_adversarials}
     spec = from_dict(EvalSpec, fields)
