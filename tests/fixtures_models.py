@@ -37,3 +37,24 @@ class Brightness(nn.Module):
     def forward(self, x):
         mean = x.mean(dim=(1, 2, 3)) * 255
         return -((mean[:, None] - self.centres) ** 2) / 8
+
+
+def prototype_data(n: int, gen: torch.Generator):
+    """n synthetic 1 x 28 x 28 images of 10 classes (a fixed prototype per class plus noise),
+    drawn from ``gen``: learnable in a few dozen steps, so attacks have something to break."""
+    protos = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 10, (n,), generator=gen)
+    x = (0.3 * protos[y] + 0.7 * torch.rand(n, 1, 28, 28, generator=gen)).clamp(0, 1)
+    return x, y
+
+
+def fit_on_prototypes(model: nn.Module, steps: int, gen: torch.Generator) -> nn.Module:
+    """Train ``model`` on ``steps`` batches of 64 prototype images from ``gen`` (Adam, lr 3e-3);
+    returns it in eval mode. Seeded by the caller's global seed and ``gen``, so reruns match."""
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        xb, yb = prototype_data(64, gen)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    return model.eval()

@@ -1,5 +1,8 @@
 """Attack engine: agreement with torchattacks/pyautoattack, invariants, validation."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torchattacks
@@ -9,6 +12,9 @@ from robustmix.attacks import Attack, AttackResult, AutoAttack, list_attacks, ma
 from robustmix.errors import ConfigError
 from robustmix.schema import THREAT_MODELS
 
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures_models import fit_on_prototypes, prototype_data  # noqa: E402
+
 N = 32  # a power of two: mean- and sum-reduced losses then give bit-identical gradient signs
 
 
@@ -17,25 +23,14 @@ def _net() -> nn.Module:
                          nn.Flatten(), nn.Linear(8 * 14 * 14, 10))
 
 
-def _data(n, gen):
-    protos = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    y = torch.randint(0, 10, (n,), generator=gen)
-    x = (0.3 * protos[y] + 0.7 * torch.rand(n, 1, 28, 28, generator=gen)).clamp(0, 1)
-    return x, y
+_data = prototype_data  # the name test_radius imports
 
 
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    model = _net()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(1)
-    for _ in range(40):
-        xb, yb = _data(64, gen)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(xb), yb).backward()
-        opt.step()
-    model.eval()
+    model = fit_on_prototypes(_net(), 40, gen)
     x, y = _data(N, gen)
     assert (model(x).argmax(1) == y).float().mean() > 0.7
     return model, x, y

@@ -2,6 +2,9 @@
 [threat.L1] through the driver, the report and the export."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +24,9 @@ from robustmix.export import export_leaderboard, export_robustbench
 from robustmix.report import write_report
 from robustmix.schema import THREAT_MODELS, WORST_CASE, threat_model_order
 from robustmix.spec import EvalSpec, load_spec
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures_models import fit_on_prototypes, prototype_data  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -103,25 +109,13 @@ def test_sparse_step_moves_top_coordinates_only():
 
 # --- attacks on a small MLP, against pyautoattack's APGD-L1 ----------------------------------
 
-def _data(n, gen):
-    protos = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    y = torch.randint(0, 10, (n,), generator=gen)
-    return (0.3 * protos[y] + 0.7 * torch.rand(n, 1, 28, 28, generator=gen)).clamp(0, 1), y
-
-
 @pytest.fixture(scope="module")
 def mlp():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(1)
-    for _ in range(60):
-        xb, yb = _data(64, gen)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(xb), yb).backward()
-        opt.step()
-    model.eval()
-    x, y = _data(64, gen)
+    model = fit_on_prototypes(model, 60, gen)
+    x, y = prototype_data(64, gen)
     return model, x, y
 
 

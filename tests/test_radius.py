@@ -15,7 +15,6 @@ import pytest
 import torch
 import torchattacks
 from scipy import stats as sps
-from torch import nn
 
 from robustmix.attacks import make_attack, sweep
 from robustmix.attacks.minnorm import _L2FMN, broken_at
@@ -31,6 +30,7 @@ from robustmix.spec import EvalSpec
 from robustmix.stats import median_interval
 
 sys.path.insert(0, str(Path(__file__).parent))
+from fixtures_models import fit_on_prototypes  # noqa: E402
 from test_attacks import _data, _net  # noqa: E402  the tiny synthetic-data CNN of the attack tests
 from test_eval import evaluate, make_spec, read_examples, train_tiny  # noqa: E402  the eval tests' model and spec
 
@@ -43,15 +43,8 @@ L2_GRID = [0.0, 0.25, 0.5, 1.0]
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    model = _net()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(1)
-    for _ in range(40):
-        xb, yb = _data(64, gen)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(xb), yb).backward()
-        opt.step()
-    model.eval()
+    model = fit_on_prototypes(_net(), 40, gen)
     x, y = _data(32, gen)
     return model, x, y
 

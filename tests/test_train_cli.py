@@ -231,7 +231,8 @@ def test_third_party_import_warnings_stay_quiet_but_others_show(capsys, monkeypa
         warnings.warn_explicit("something else", UserWarning, "/site-packages/other/x.py", 1, module="other.x")
         raise ConfigError("the real problem")
 
-    monkeypatch.setattr(cli, "cmd_models", noisy)
+    from robustmix.cli import parser  # build_parser binds each command from this module
+    monkeypatch.setattr(parser, "cmd_models", noisy)
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
         rc = cli.main(["models"])
