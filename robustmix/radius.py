@@ -27,6 +27,7 @@ from .compare import load_examples
 from .errors import StoreError
 from .fileio import atomic_path
 from .results import load_results
+from .schema import CORRUPTIONS
 from .stats import median_interval
 
 BEST = "per-example best"   # attack name of the minimum over all attacks, per example
@@ -36,10 +37,11 @@ RADIUS_COLUMNS = ("model", "threat_model", "attack", "kind", "index", "radius")
 
 def example_radii(examples: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, threat model, attack, example): its radius and kind (RADIUS_COLUMNS)."""
-    if examples.empty:
+    # Common corruptions are no eps-ball (their "eps" is a severity): they have no radius.
+    ex = examples[examples["threat_model"] != CORRUPTIONS] if len(examples) else examples
+    if ex.empty:
         return pd.DataFrame(columns=list(RADIUS_COLUMNS))
     keys = ["model", "threat_model", "attack", "index"]
-    ex = examples
     has = ex["radius"].notna() if "radius" in ex.columns else pd.Series(False, index=ex.index)
     parts = []
     if has.any():

@@ -193,6 +193,10 @@ def test_example_radii_and_medians_from_rows():
     med = median_table(example_radii(rows)).set_index("attack")
     assert list(med.index) == ["fmn", BEST]  # grid attacks bound the radius only as finely as the grid
     assert med.loc[BEST, "median"] == 0.05 and med.loc["fmn", "unbroken"] == 1
+    # Corruption rows (eps = severity) in the same store give no radius and no per-example best.
+    corrupted = rows.iloc[:9].assign(threat_model="corruptions", attack="fog", eps=[1.0, 3.0, 5.0] * 3)
+    both = example_radii(pd.concat([rows, corrupted], ignore_index=True))
+    assert set(both["threat_model"]) == {"Linf"} and len(both) == len(example_radii(rows))
 
 
 # --- bad inputs -----------------------------------------------------------------
