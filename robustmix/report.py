@@ -189,7 +189,8 @@ def _build(results: Results, base: Path, mce_baseline: str | None = None) -> Non
     parts = [f"<h1>robustmix report — {esc(', '.join(sorted(s['dataset'].unique())))}</h1>",
              '<nav><a href="#summary">Summary</a><a href="#curves">Curves</a>'
              '<a href="#table">Table</a><a href="#diagnostics">Diagnostics</a><a href="#paired">Paired</a>'
-             '<a href="#radius">Radius</a>'
+             + ('<a href="#corruptions">Corruptions</a>' if corruptions else '')
+             + '<a href="#radius">Radius</a>'
              '<a href="#banks">Filter banks</a><a href="#provenance">Provenance</a></nav>',
              '<p id="image-status" class="note"></p>']
     examples = load_examples(results.root, s)
