@@ -15,8 +15,9 @@ reader sees the same per-example columns. In the rows:
 An example's corrupted image depends only on (eval seed, type, severity,
 example index) (``corruptions.image_seed``), never on the chunk or model,
 so every model of a store sees the same corrupted images. A randomised
-model is scored on one seeded forward pass per image, not on the majority
-over ``randomized_votes`` passes that attack units use.
+model (diagnostic flag "randomized") is judged as in attack units: correct
+on an image when a strict majority of ``randomized_votes`` seeded forward
+passes classify it correctly (columns votes, vote_passes; schema.VOTE_COLUMNS).
 """
 from __future__ import annotations
 
@@ -63,26 +64,38 @@ def plan_corruption_units(spec: EvalSpec, targets: list[Target], data_id: list, 
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int):
-    # A randomised model draws in forward: one seeded pass, the caller's RNG untouched.
+def _predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, votes: int = 0):
+    """(correct, margin, votes or None). A randomised model draws in forward: its passes are
+    seeded and leave the caller's RNG untouched; with ``votes`` > 0 it takes the majority."""
     with attack_mode(model), isolated_rng(x.device, seed):
-        return score(model, x, y)
+        if not votes:
+            correct, margin = score(model, x, y)
+            return correct, margin, None
+        counts = torch.zeros(len(y), dtype=torch.int64, device=y.device)
+        margins = []
+        for _ in range(votes):
+            correct, margin = score(model, x, y)
+            counts += correct.long()
+            margins.append(margin)
+        return counts * 2 > votes, torch.stack(margins).median(0).values, counts
 
 
-def run_corruption_unit(spec: EvalSpec, store, unit: Unit, model: nn.Module, ds, indices, dev, log) -> None:
-    """Corrupt one unit's examples at every severity, classify them, write the unit's rows."""
+def run_corruption_unit(spec: EvalSpec, store, unit: Unit, model: nn.Module, ds, indices, dev, log,
+                        votes: int = 0) -> None:
+    """Corrupt one unit's examples at every severity, classify them, write the unit's rows.
+    ``votes``: forward passes per image of a randomised model (0: one deterministic pass)."""
     name = unit.attack.label
     idx = indices[unit.start:unit.stop]
     x, y = datasets.batch(ds, idx)
     y_dev = y.to(dev)
     seed = unit_seed(spec.seed, unit.target.name, KIND, name, unit.start)
-    clean, _ = _predict(model, x.to(dev), y_dev, seed)
+    clean, _, _ = _predict(model, x.to(dev), y_dev, seed, votes)
     rows, accuracy = [], {}
     for severity in unit.grid:
         t0 = time.perf_counter()
         seeds = [image_seed(spec.seed, name, int(severity), int(i)) for i in idx]
         xc = corrupt_batch(x, name, int(severity), seeds).to(dev)
-        correct, margin = _predict(model, xc, y_dev, seed)
+        correct, margin, counts = _predict(model, xc, y_dev, seed, votes)
         accuracy[severity] = int(correct.sum())
         rows.append(pd.DataFrame({
             "model": unit.target.name, "attack": name, "attack_kind": KIND,
@@ -91,7 +104,11 @@ def run_corruption_unit(spec: EvalSpec, store, unit: Unit, model: nn.Module, ds,
             "correct": correct.cpu().numpy(), "clean_correct": clean.cpu().numpy(),
             "margin": margin.cpu().numpy().astype(np.float32), "eval_seed": spec.seed,
             "precision": "fp32", "attack_batch": np.int64(len(idx)),
-            "unit": unit.key, "seconds": time.perf_counter() - t0, "passes": np.int64(len(idx))}))
+            "unit": unit.key, "seconds": time.perf_counter() - t0,
+            # Forward passes: one per image (`votes` for a randomised model), and as many again for the
+            # clean images, booked at the first severity.
+            "passes": np.int64(len(idx) * max(votes, 1) * (2 if severity == unit.grid[0] else 1)),
+            **({"votes": counts.cpu().numpy(), "vote_passes": np.int64(votes)} if votes else {})}))
     store.write_unit(unit.key, pd.concat(rows, ignore_index=True))
     log(f"{unit.target.name} {name} [{unit.start}:{unit.stop}] correct/{len(idx)}: "
         + " ".join(f"{severity_label(s)}:{k}" for s, k in accuracy.items()))

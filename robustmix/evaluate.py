@@ -234,7 +234,7 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log, dat
                 log(f"WARNING: {target.name}: {detail}. Running the spec as written; the report marks it.")
         for unit in mine:
             if unit.threat_model == CORRUPTIONS:
-                run_corruption_unit(spec, store, unit, model, ds, indices, dev, log)
+                run_corruption_unit(spec, store, unit, model, ds, indices, dev, log, votes)
             else:
                 micro = _run_unit(spec, store, unit, model, ds, indices, dev, micro, log, votes)
             bar.update()

@@ -88,3 +88,27 @@ def test_eval_votes_on_randomised_model_and_warns(real_fmnist, tmp_path):
     assert not any("WARNING: det" in line for line in lines)
     diag = pd.read_csv(tmp_path / "r" / "diagnostics.csv")
     assert set(diag.loc[diag["flag"] == WITHOUT_EOT, "model"]) == {"coin"}
+
+
+def test_corruption_units_vote_on_a_randomised_model(real_fmnist, tmp_path):
+    """Common corruptions judge a randomised model as attacks do: by a strict majority of votes."""
+    spec = from_dict(EvalSpec, {"name": "t", "data": {"n": 24, "batch_size": 24, "root": str(real_fmnist)},
+                                "models": ["coin", "det"], "randomized_votes": 5, "attacks": [],
+                                "threat": {"corruptions": {"types": ["gaussian_noise"], "severities": [1, 3]}}})
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    models = {"coin": Coin(base, 0.6), "det": base}
+    summaries = [run_eval(spec, tmp_path / name, models=models, device="cpu", progress=False, log=lambda *a, **k: None)
+                 for name in ("r", "again")]
+    ex = pd.concat([pd.read_parquet(f) for f in (tmp_path / "r" / "examples").glob("*.parquet")])
+    coin, det = ex[ex["model"] == "coin"], ex[ex["model"] == "det"]
+    assert (coin["vote_passes"] == 5).all() and coin["votes"].between(0, 5).all()
+    assert (coin["correct"] == (coin["votes"] * 2 > 5)).all()
+    assert coin["votes"].between(1, 4).any()  # the passes really differ, so the majority decides
+    assert det["votes"].isna().all()
+    # Passes: 5 per image at each severity, plus 5 per clean image booked at the first severity.
+    passes = coin.drop_duplicates(["unit", "eps"]).set_index("eps")["passes"]
+    assert passes[1.0] == 2 * 5 * 24 and passes[3.0] == 5 * 24
+    # Seeded: a second run gives the same decisions.
+    cols = ["model", "attack", "eps", "n_robust"]
+    assert summaries[0][cols].reset_index(drop=True).equals(summaries[1][cols].reset_index(drop=True))
