@@ -48,7 +48,7 @@ CHEAP = {"fgsm": {}, "pgd": {"steps": 3}, "autoattack": {"version": "custom", "a
          "square": {"n_queries": 20}, "transfer": {"source": "other", "source_params": {"steps": 3}},
          "fab": {"steps": 3}, "fmn": {"steps": 3}, "ddn": {"steps": 3}}
 # Attacks defined in some threat models only: in the others, building one is a one-line error.
-ONLY = {"ddn": ("L2",), "fab": ("Linf", "L2"), "fmn": ("Linf", "L2")}
+ONLY = {"ddn": ("L2",)}
 REGISTERED = list_attacks()
 
 

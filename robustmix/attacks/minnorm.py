@@ -127,6 +127,7 @@ class MinNormAttack(Attack):
 @register_attack("fab")
 class FAB(MinNormAttack):
     """pyautoattack's FAB, untargeted: the search AutoAttack's FAB runs first, without eps.
+    Linf, L2 and L1 (FAB's L1 version, the one AutoAttack's L1 suite runs).
 
     One run from the clean point (no random start: restarts in pyautoattack start at a
     random point of the eps-ball, and here there is no eps). Counted passes are forward
@@ -134,6 +135,7 @@ class FAB(MinNormAttack):
     of all logits), which the count does not show and the seconds do.
     """
 
+    threat_models = ("Linf", "L2", "L1")
     spec = {"steps": (int, 100), "alpha_max": (float, 0.1), "eta": (float, 1.05), "beta": (float, 0.9)}
 
     def _search(self, model, x, y, seed):
@@ -168,20 +170,22 @@ def _foolbox_run(attack, model, x, y) -> tuple[Tensor, int]:
 
 @register_attack("fmn")
 class FMN(MinNormAttack):
-    """Fast Minimum-Norm attack (Pintor et al. 2021) from foolbox: LInfFMNAttack, or L2FMNAttack
-    with its projection corrected (``_L2FMN``). One forward-backward pass per step.
+    """Fast Minimum-Norm attack (Pintor et al. 2021) from foolbox: LInfFMNAttack, L1FMNAttack
+    (its projection onto the L1 ball is foolbox's own, which is right), or L2FMNAttack with its
+    projection corrected (``_L2FMN``). One forward-backward pass per step.
 
     In L2, on images with many pixels at 0 or 1 (Fashion-MNIST: about half), clipping to the
     box cuts each projected step short and FMN's norm bound -- current norm plus a linear
     estimate of the distance to the boundary -- can stall below the boundary, leaving many
     examples unbroken (README: measured on the demo model); ddn and fab do not stall there."""
 
+    threat_models = ("Linf", "L2", "L1")
     spec = {"steps": (int, 100), "max_stepsize": (float, 1.0), "min_stepsize": (float, None),
             "gamma": (float, 0.05)}
 
     def _search(self, model, x, y, seed):
         p = self.params
-        cls = fb.attacks.LInfFMNAttack if self.threat_model == "Linf" else _L2FMN
+        cls = {"Linf": fb.attacks.LInfFMNAttack, "L2": _L2FMN, "L1": fb.attacks.L1FMNAttack}[self.threat_model]
         attack = cls(steps=p["steps"], max_stepsize=p["max_stepsize"], min_stepsize=p["min_stepsize"],
                      gamma=p["gamma"])
         return _foolbox_run(attack, model, x, y)
