@@ -33,7 +33,7 @@ from tqdm import tqdm
 from . import data as datasets
 from .advfile import has_adversarials, write_adversarials
 from .attacks import AttackResult, make_attack, sweep
-from .corruption_eval import plan_corruption_units, run_corruption_unit
+from .corruption_eval import CorruptedImages, plan_corruption_units, run_corruption_unit
 from .device import resolve_device
 from .diagnostics import RANDOMIZED, check_curves, eot_warnings, is_randomized, probe_model, vote_results
 from .distributed import init_world, rank_device
@@ -194,6 +194,7 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log, dat
     # network) are different models and must not share probes or units.
     probe_keys = {t.name: stable_hash([t.name, t.fingerprint, data_id, STORE_VERSION])[:24] for t in targets}
     micro = spec.data.batch_size  # the attack batch; shrinks for good after an out-of-memory error
+    corrupted = CorruptedImages()  # [threat.corruptions]: every model classifies the same corrupted images
     bar = tqdm(total=len(todo), desc=f"rank {world.rank}" if world.distributed else "eval", unit="unit",
                position=world.rank, disable=not (progress and sys.stderr.isatty()))
 
@@ -234,7 +235,7 @@ def _run_eval(spec: EvalSpec, results_dir, *, models, device, progress, log, dat
                 log(f"WARNING: {target.name}: {detail}. Running the spec as written; the report marks it.")
         for unit in mine:
             if unit.threat_model == CORRUPTIONS:
-                run_corruption_unit(spec, store, unit, model, ds, indices, dev, log, votes)
+                run_corruption_unit(spec, store, unit, model, ds, indices, dev, log, votes, corrupted)
             else:
                 micro = _run_unit(spec, store, unit, model, ds, indices, dev, micro, log, votes)
             bar.update()

@@ -14,6 +14,7 @@ from torch import nn
 
 import imagecorruptions
 from imagecorruptions import corruptions as package
+from robustmix import corruption_eval
 from robustmix.cli import main
 from robustmix.config import from_dict
 from robustmix.corruption_tables import accuracy_table, corruption_summary
@@ -281,3 +282,21 @@ def test_cli_and_bad_input_one_line_errors(store, fake_fmnist, tmp_path, capsys)
     """))
     assert main(["eval", str(spec), "--results", str(tmp_path / "none")]) == 2
     assert "severities" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_corrupted_images_are_made_once_per_eval(fake_fmnist, tmp_path, monkeypatch):
+    """Both models of a spec classify the same corrupted images, made once; with no room to keep
+    them (every model makes its own) the rows are identical."""
+    calls = []
+    real = corruption_eval.corrupt_batch
+    monkeypatch.setattr(corruption_eval, "corrupt_batch", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
+    spec = _spec(fake_fmnist, {"corruptions": CORR})
+    cached = _run(spec, tmp_path / "cached")
+    # 2 types x 2 severities x 2 chunks (12 examples, batch 8), once each, not once per model.
+    assert len(calls) == 8 and len(set(calls)) == 4
+    calls.clear()
+    monkeypatch.setattr(corruption_eval, "CACHE_BYTES", 0)
+    fresh = _run(spec, tmp_path / "fresh")
+    assert len(calls) == 16
+    cols = ["model", "attack", "eps", "n_robust"]
+    assert cached[cols].reset_index(drop=True).equals(fresh[cols].reset_index(drop=True))
