@@ -174,10 +174,10 @@ class FMN(MinNormAttack):
     (its projection onto the L1 ball is foolbox's own, which is right), or L2FMNAttack with its
     projection corrected (``_L2FMN``). One forward-backward pass per step.
 
-    In L2, on images with many pixels at 0 or 1 (Fashion-MNIST: about half), clipping to the
-    box cuts each projected step short and FMN's norm bound -- current norm plus a linear
+    In L2 and L1, on images with many pixels at 0 or 1 (Fashion-MNIST: about half), clipping to
+    the box cuts each projected step short and FMN's norm bound -- current norm plus a linear
     estimate of the distance to the boundary -- can stall below the boundary, leaving many
-    examples unbroken (README: measured on the demo model); ddn and fab do not stall there."""
+    examples unbroken (README: measured on the demo model); ddn (L2) and fab do not stall there."""
 
     threat_models = ("Linf", "L2", "L1")
     spec = {"steps": (int, 100), "max_stepsize": (float, 1.0), "min_stepsize": (float, None),
