@@ -50,6 +50,7 @@ bench: setup system
 	$(PY) bench/train_throughput.py
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_report.py
+	$(PY) bench/bench_corruption_cache.py
 
 clean-venv:
 	rm -rf $(VENV)
