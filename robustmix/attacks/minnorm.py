@@ -25,7 +25,7 @@ import foolbox as fb
 import torch
 from foolbox.attacks.gradient_descent_base import clip_lp_norms
 from pyautoattack.fab_pt import FABAttack_PT
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..eps import same_eps
 from ..errors import ConfigError
@@ -161,8 +161,39 @@ class _L2FMN(fb.attacks.L2FMNAttack):
         return x0 + clip_lp_norms(x - x0, norm=epsilon, p=2)
 
 
-def _foolbox_run(attack, model, x, y) -> tuple[Tensor, int]:
-    counted = CountedModel(model).eval()  # .eval(): foolbox warns about a module in train mode
+class _BoxAwareGrad(torch.autograd.Function):
+    """Identity forward; backward zeroes the input-gradient components that point out of [0, 1]
+    at a pixel already on that bound: exactly those the box clip would undo after the step."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad.masked_fill(((x <= 0) & (grad < 0)) | ((x >= 1) & (grad > 0)), 0)
+
+
+class _BoxAware(nn.Module):
+    # FMN normalises the whole gradient, steps, projects onto its eps-ball and then clips to the
+    # box. On images with many pixels at 0 or 1 (Fashion-MNIST: about half) most of the gradient
+    # points out of the box, so the clip undoes most of each step, and FMN's norm bound (current
+    # norm + |loss| / dual norm of that same gradient) stalls below the boundary: measured on
+    # the demo's full model, L2 FMN left 133 of 169 clean-correct images unbroken, and L1 FMN 135.
+    # The attack sees the model through this wrapper, so its gradient has only the components
+    # that can move, and both the step and the bound use them: 0 and 6 of 169 left unbroken.
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(_BoxAwareGrad.apply(x))
+
+
+def _foolbox_run(attack, model, x, y, box_aware: bool = False) -> tuple[Tensor, int]:
+    counted = CountedModel(_BoxAware(model) if box_aware else model).eval()  # .eval(): foolbox warns otherwise
     fmodel = fb.PyTorchModel(counted, bounds=(0, 1), device=x.device)
     adv = attack.run(fmodel, x, fb.criteria.Misclassification(y))
     return adv, counted.n
@@ -176,19 +207,23 @@ class FMN(MinNormAttack):
 
     In L2 and L1, on images with many pixels at 0 or 1 (Fashion-MNIST: about half), clipping to
     the box cuts each projected step short and FMN's norm bound -- current norm plus a linear
-    estimate of the distance to the boundary -- can stall below the boundary, leaving many
-    examples unbroken (README: measured on the demo model); ddn (L2) and fab do not stall there."""
+    estimate of the distance to the boundary -- stalls below the boundary, leaving most
+    examples unbroken; there the gradient is restricted to the pixels that can move
+    (``box_aware``, ``_BoxAware``)."""
 
     threat_models = ("Linf", "L2", "L1")
+    # box_aware (default: on in L2 and L1, off in Linf, where FMN does not stall): step along the
+    # gradient components that can move inside [0, 1] only (_BoxAware); false runs FMN as published.
     spec = {"steps": (int, 100), "max_stepsize": (float, 1.0), "min_stepsize": (float, None),
-            "gamma": (float, 0.05)}
+            "gamma": (float, 0.05), "box_aware": (bool, None)}
 
     def _search(self, model, x, y, seed):
         p = self.params
         cls = {"Linf": fb.attacks.LInfFMNAttack, "L2": _L2FMN, "L1": fb.attacks.L1FMNAttack}[self.threat_model]
         attack = cls(steps=p["steps"], max_stepsize=p["max_stepsize"], min_stepsize=p["min_stepsize"],
                      gamma=p["gamma"])
-        return _foolbox_run(attack, model, x, y)
+        box_aware = self.threat_model != "Linf" if p["box_aware"] is None else p["box_aware"]
+        return _foolbox_run(attack, model, x, y, box_aware)
 
 
 @register_attack("ddn")
