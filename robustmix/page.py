@@ -24,6 +24,15 @@ def html_page(title: str, body: str, css: str = "", script: str = "") -> str:
             f"{tail}</body></html>\n")
 
 
+def table(headers, rows, numeric=()) -> str:
+    """A plain <table>: ``headers`` are text (escaped here); ``rows`` hold each cell's HTML (escape
+    text from data first); cells in the ``numeric`` column positions are right-aligned (td.num)."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td class='num'>{c}</td>" if i in numeric else f"<td>{c}</td>"
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 # The report's look (robustmix report); paper pages pass their own smaller CSS.
 REPORT_CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;

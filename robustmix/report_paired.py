@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .compare import compact, compare, compare_seeds
+from .page import table
 from .schema import WORST_CASE
 from .stats import ALPHA, holm
 
@@ -91,26 +92,21 @@ def paired_html(examples: pd.DataFrame, summary: pd.DataFrame, models: pd.DataFr
         out.append("<p>No model has a <code>full</code> model of the same recipe and seed in this store "
                    "(or the store has no per-example rows), so there is nothing to pair.</p>")
         return "\n".join(out)
-    head = "".join(f"<th>{h}</th>" for h in ("model", "full", "eps", "n", "difference [95% CI]", "p",
-                                             "model only / full only", "MDD"))
-    body = "".join(
-        f"<tr><td>{esc(r.model_a)}</td><td>{esc(r.model_b)}</td><td>{esc(str(r.eps_label))}</td>"
-        f"<td class='num'>{r.n}</td><td class='num'>{_pts(r.diff)} [{_pts(r.ci_low)}, {_pts(r.ci_high)}]</td>"
-        f"<td class='num'>{r.p:.3g}</td><td class='num'>{r.only_a} / {r.only_b}</td>"
-        f"<td class='num'>{100 * r.mdd:.1f}</td></tr>" for r in pairs.itertuples(index=False))
-    out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    out.append(table(("model", "full", "eps", "n", "difference [95% CI]", "p", "model only / full only", "MDD"),
+                     ([esc(r.model_a), esc(r.model_b), esc(str(r.eps_label)), r.n,
+                       f"{_pts(r.diff)} [{_pts(r.ci_low)}, {_pts(r.ci_high)}]", f"{r.p:.3g}",
+                       f"{r.only_a} / {r.only_b}", f"{100 * r.mdd:.1f}"] for r in pairs.itertuples(index=False)),
+                     numeric=(3, 4, 5, 6, 7)))
     if not seeds.empty:
         out.append('<h3>Over training seeds</h3><p class="note">Variants with two or more seeds: the per-seed '
                    "differences are replicates; mean with a t interval over seeds, its p-value, which source of "
                    "variance dominates (between seeds, or sampling of examples) and the seed design's MDD.</p>")
-        head = "".join(f"<th>{h}</th>" for h in ("recipe", "variant", "eps", "seeds", "mean difference [95% CI]",
-                                                 "p", "dominant variance", "MDD"))
-        body = "".join(
-            f"<tr><td>{esc(r.recipe)}</td><td>{esc(r.group.strip())}</td><td>{esc(str(r.eps_label))}</td>"
-            f"<td class='num'>{r.k}</td><td class='num'>{_pts(r.mean)} [{_pts(r.ci_low)}, {_pts(r.ci_high)}]</td>"
-            f"<td class='num'>{r.p:.3g}</td><td>{esc(r.dominant)}</td><td class='num'>{_pts(r.mdd)}</td></tr>"
-            for r in seeds.itertuples(index=False))
-        out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        out.append(table(("recipe", "variant", "eps", "seeds", "mean difference [95% CI]", "p",
+                          "dominant variance", "MDD"),
+                         ([esc(r.recipe), esc(r.group.strip()), esc(str(r.eps_label)), r.k,
+                           f"{_pts(r.mean)} [{_pts(r.ci_low)}, {_pts(r.ci_high)}]", f"{r.p:.3g}", esc(r.dominant),
+                           _pts(r.mdd)] for r in seeds.itertuples(index=False)),
+                         numeric=(3, 4, 5, 7)))
     return "\n".join(out)
 
 

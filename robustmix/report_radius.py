@@ -12,6 +12,7 @@ import math
 
 import pandas as pd
 
+from .page import table
 from .radius import BEST, example_radii, has_min_norm, median_table, optimality_table
 
 
@@ -35,14 +36,10 @@ def radius_html(examples: pd.DataFrame) -> str:
                f"<em>{esc(BEST)}</em>: the smallest radius over every attack in the store. Median with a "
                "distribution-free 95% interval (order statistics of the binomial; — below 6 examples).</p>")
     med = median_table(radii)
-    head = "".join(f"<th>{h}</th>" for h in ("model", "threat model", "attack", "n", "median radius",
-                                             "95% CI", "never broken"))
-    body = "".join(
-        f"<tr><td>{esc(str(r.model))}</td><td>{esc(str(r.threat_model))}</td><td>{esc(str(r.attack))}</td>"
-        f"<td class='num'>{r.n}</td><td class='num'>{_num(r.median)}</td>"
-        f"<td class='num'>[{_num(r.ci_low)}, {_num(r.ci_high)}]</td><td class='num'>{r.unbroken}</td></tr>"
-        for r in med.itertuples(index=False))
-    out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    out.append(table(("model", "threat model", "attack", "n", "median radius", "95% CI", "never broken"),
+                     ([esc(str(r.model)), esc(str(r.threat_model)), esc(str(r.attack)), r.n, _num(r.median),
+                       f"[{_num(r.ci_low)}, {_num(r.ci_high)}]", r.unbroken] for r in med.itertuples(index=False)),
+                     numeric=(3, 4, 5, 6)))
 
     out.append('<h3>Attack optimality</h3><p class="note">AttackBench\'s local optimality (Cinà et al. 2024): '
                "1 - (A<sub>attack</sub> - A<sub>best</sub>) / (A<sub>max</sub> - A<sub>best</sub>), with A the "
@@ -50,11 +47,10 @@ def radius_html(examples: pd.DataFrame) -> str:
                "</sub> that of the clean accuracy. 1: as good as the best attack on every example; 0: breaks "
                "nothing. The mean over models is AttackBench's global optimality.</p>")
     opt = optimality_table(radii)
-    head = "".join(f"<th>{h}</th>" for h in ("model", "threat model", "attack", "kind", "n", "optimality"))
-    body = "".join(
-        f"<tr><td>{esc(str(r.model))}</td><td>{esc(str(r.threat_model))}</td><td>{esc(str(r.attack))}</td>"
-        f"<td>{esc(str(r.kind))}</td><td class='num'>{'' if pd.isna(r.n) else int(r.n)}</td>"
-        f"<td class='num'>{'—' if pd.isna(r.optimality) else f'{100 * r.optimality:.1f}%'}</td></tr>"
-        for r in opt.itertuples(index=False))
-    out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    out.append(table(("model", "threat model", "attack", "kind", "n", "optimality"),
+                     ([esc(str(r.model)), esc(str(r.threat_model)), esc(str(r.attack)), esc(str(r.kind)),
+                       "" if pd.isna(r.n) else int(r.n),
+                       "—" if pd.isna(r.optimality) else f"{100 * r.optimality:.1f}%"]
+                      for r in opt.itertuples(index=False)),
+                     numeric=(4, 5)))
     return "\n".join(out)
