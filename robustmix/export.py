@@ -204,24 +204,32 @@ def export_robustbench(results_dir, out_dir, threat_model, eps) -> list[Path]:
     """
     results = load_results(results_dir)
     entries = robustbench_entries(results, threat_model, eps)
-    out_dir = Path(out_dir)
+    return write_files_into(Path(out_dir), model_info_files(entries), "RobustBench JSON")
+
+
+def model_info_files(entries: dict[str, dict]) -> dict[str, str]:
+    """{file name: JSON text} of RobustBench model_info entries, one ``<model_slug>.json`` per model."""
+    return {f"{model_slug(model)}.json": json.dumps(entry, indent=2, ensure_ascii=False) + "\n"
+            for model, entry in entries.items()}
+
+
+def write_files_into(out_dir: Path, files: dict[str, str], what: str) -> list[Path]:
+    """Write text ``files`` into ``out_dir`` through a temporary directory next to it: a new
+    out_dir appears whole; in an existing one each file replaces its namesake atomically and
+    files of other models stay. A failure is one StoreError naming ``what``."""
     try:
         with temp_dir_next_to(out_dir) as tmp:
-            names = []
-            for model, entry in entries.items():
-                name = f"{model_slug(model)}.json"
-                (tmp / name).write_text(json.dumps(entry, indent=2, ensure_ascii=False) + "\n",
-                                        encoding="utf-8")
-                names.append(name)
+            for name, text in files.items():
+                (tmp / name).write_text(text, encoding="utf-8")
             if not out_dir.exists():
                 os.rename(tmp, out_dir)
             else:  # files of other models already there stay
-                for name in names:
+                for name in files:
                     os.replace(tmp / name, out_dir / name)
     except OSError as exc:
-        raise StoreError(f"cannot write RobustBench JSON to {out_dir}: {exc.strerror or exc}; "
+        raise StoreError(f"cannot write {what} to {out_dir}: {exc.strerror or exc}; "
                          "pass a path in a writable directory") from None
-    return [out_dir / n for n in names]
+    return [out_dir / name for name in files]
 
 
 def _atomic_write(path: Path, write, newline=None) -> None:

@@ -18,8 +18,6 @@ divides by AlexNet's errors; here ``--mce-baseline MODEL`` names the model).
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ import pandas as pd
 
 from .corruption_tables import accuracy_table, corruption_rows, mce
 from .errors import ConfigError, StoreError
-from .fileio import model_slug, temp_dir_next_to
+from .export import model_info_files, write_files_into
 from .results import load_results
 
 # robustbench.data.CORRUPTIONS: the column order of RobustBench's unaggregated results.
@@ -124,18 +122,8 @@ def export_corruptions(results_dir, out_dir, mce_baseline: str | None = None) ->
         frame = pd.concat([old.drop(index=[m for m in frame.index if m in old.index]), frame])
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with temp_dir_next_to(target) as tmp:
-            names = []
-            for model, entry in entries.items():
-                name = f"{model_slug(model)}.json"
-                (tmp / name).write_text(json.dumps(entry, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-                names.append(name)
-            frame.to_csv(tmp / UNAGGREGATED)
-            names.append(UNAGGREGATED)
-            target.mkdir(exist_ok=True)
-            for name in names:
-                os.replace(tmp / name, target / name)
     except OSError as exc:
         raise StoreError(f"cannot write RobustBench corruptions files to {target}: {exc.strerror or exc}; "
                          "pass a path in a writable directory") from None
-    return [target / n for n in names]
+    files = {**model_info_files(entries), UNAGGREGATED: frame.to_csv()}
+    return write_files_into(target, files, "RobustBench corruptions files")
