@@ -181,7 +181,7 @@ def _verify_file(ctx: Context, saved, model, dev, position: dict, out: Verificat
     x_advs = saved.expand(x)
     flags = {}
     for e in saved.eps:
-        at = rows[[same_eps(e, r) for r in rows["eps"]]].set_index("index")
+        at = rows[same_eps(rows["eps"], e)].set_index("index")
         if set(at.index) != set(saved.index.tolist()):
             out.fail(f"{where} eps={format_eps(e)}: the unit's rows and its adversarials cover different examples")
             return
@@ -279,7 +279,7 @@ def export_adversarials(results_dir, out, *, model: str, eps, threat_model: str 
         i = next(k for k, e in enumerate(s.eps) if same_eps(eps, e))
         x, _ = datasets.batch(ctx.ds, s.index)
         rows = ctx.store.read_unit(s.unit, EVAL_UNIT_COLUMNS)
-        at = rows[[same_eps(eps, r) for r in rows["eps"]]].set_index("index")["correct"]
+        at = rows[same_eps(rows["eps"], eps)].set_index("index")["correct"]
         x_adv = s.expand(x)[i]
         for p, idx in enumerate(s.index.tolist()):
             per_index.setdefault(idx, {})[s.attack] = (x_adv[p], bool(at.loc[idx]))
