@@ -39,6 +39,7 @@ from ..stats import ALPHA
 from ..store import ModelStore, default_store_root
 from ..train import train_recipe
 from .analysis import bank_for, bank_label, parse_bank, spectrum_table, write_spectrum_report
+from .cost import cost_html, evaluation_cost, hours, training_cost
 from .unshuffle import load_unshuffle_recipe, run_unshuffle
 from .verdicts import all_verdicts
 
@@ -135,7 +136,8 @@ def reproduce_paper(out_dir="reports/paper", store=None, results=None, device=No
     store = Path(store or (f"zoo/store{suffix}" if suffix else default_store_root()))
     results = Path(results or f"results/paper-cpu{suffix}")
     zoo = ModelStore(store)
-    for recipe in classify_recipes(root, widths, quick, long):
+    recipes = classify_recipes(root, widths, quick, long)
+    for recipe in recipes:
         log(f"train {recipe.name}")
         train_recipe(recipe, zoo, device=device, progress=not quick)
     spec = paper_spec(root, store, results, quick, long)
@@ -155,9 +157,13 @@ def reproduce_paper(out_dir="reports/paper", store=None, results=None, device=No
     verdicts = all_verdicts(load_examples(results, res.summary), res.diagnostics, table, un_results,
                             models=res.models)
     figures = {"4": out / "spectrum" / "spectrum.png", "6": grid}
+    cost = training_cost(zoo, recipes + [un]) + evaluation_cost(res.summary)
+    log(f"compute: training {hours(sum(c.seconds for c in cost if c.step == 'train'))}, "
+        f"evaluation {hours(sum(c.seconds for c in cost if c.step == 'eval'))} (recorded times)")
     return write_index(verdicts, out, figures=figures, accuracy=clean_accuracy(res.summary),
                        links={"eval": "eval/index.html", "spectrum": "spectrum/spectrum.csv",
-                              "unshuffle": "unshuffle/index.html"})
+                              "unshuffle": "unshuffle/index.html"},
+                       cost=cost_html(cost))
 
 
 _CSS = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
@@ -215,7 +221,7 @@ def _accuracy_html(accuracy) -> str:
 
 
 def write_index(verdicts, out_dir, figures: dict | None = None, links: dict | None = None,
-                accuracy: list | None = None) -> Path:
+                accuracy: list | None = None, cost: str = "") -> Path:
     """Self-contained ``out_dir/index.html`` (figures embedded as data URIs), written
     atomically; everything from the data is HTML-escaped."""
     out = Path(out_dir)
@@ -242,6 +248,6 @@ def write_index(verdicts, out_dir, figures: dict | None = None, links: dict | No
             "are missing, or a diagnostic flag (possible gradient masking) makes robustness numbers "
             "untrustworthy. Each test gives its minimum detectable difference (80% power) at the study's n "
             "and seeds."
-            f"</p><p>{nav}</p>{''.join(sections)}{_accuracy_html(accuracy)}")
+            f"</p><p>{nav}</p>{''.join(sections)}{_accuracy_html(accuracy)}{cost}")
     write_text_atomic(out / "index.html", html_page("robustmix: paper claims", body, _CSS))
     return out / "index.html"
