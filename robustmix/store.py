@@ -88,6 +88,27 @@ class ModelStore:
                                   f"pass --out DIR or set ROBUSTMIX_ZOO to a writable directory") from None
         return meta
 
+    def copy(self, source: str, name: str, meta: dict) -> dict:
+        """Register ``source``'s weights under ``name`` with ``meta``: the weights are copied and
+        checked against the source's sha256 before meta.json commits, so a corrupt source is never
+        copied."""
+        src = self.path(source)
+        verify_checkpoint(src)
+        folder = self.path(name)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(folder / WEIGHTS) as tmp:
+                shutil.copyfile(src / WEIGHTS, tmp)
+                digest = sha256_file(tmp)
+            if digest != meta["weights_sha256"]:
+                raise CheckpointError(f"{src / WEIGHTS} changed while it was copied to {folder}; run again")
+            meta = {**meta, "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "name": name}
+            write_json_atomic(folder / META, meta)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write checkpoint {folder} ({exc.strerror or exc}); "
+                                  f"pass --out DIR or set ROBUSTMIX_ZOO to a writable directory") from None
+        return meta
+
     def clear_partial(self, name: str) -> None:
         """Drop a run's resume state, and the folders above it under .partial that it leaves empty."""
         folder = self.partial_path(name)

@@ -41,6 +41,7 @@ from .provenance import code_version, device_description, package_versions, stab
 from .recipe import Recipe
 from .store import ModelStore
 from .tasks import task_for
+from .twins import copy_twin
 from .variants import audit_frozen, variant_tag
 
 
@@ -162,7 +163,7 @@ class TrainResult:
     params: int
     trainable_params: int
     seconds: float
-    status: str  # trained | resumed | skipped
+    status: str  # trained | resumed | skipped | copied (robustmix.twins)
 
 
 def run_name(recipe: Recipe, variant: str, params: dict, seed: int) -> str:
@@ -256,6 +257,14 @@ def train_one(recipe: Recipe, variant: str, params: dict, seed: int, store: Mode
     learned = [p for p in model.parameters() if p.requires_grad]
     total, trainable = count_params(model)
     steps = max(1, math.ceil(len(indices) / recipe.batch_size))
+    if not world.distributed:  # every rank would search and copy; a distributed run trains
+        copied = copy_twin(store, name, asdict(recipe), recipe_hash, model.model_args, variant, params, seed,
+                           asdict(perf), device_description(device))
+        if copied is not None:
+            store.clear_partial(name)
+            print(f"{name}: the same training as {copied['copied_from']}; copied, not retrained", file=sys.stderr)
+            return TrainResult(name, variant, seed, copied["metrics"].get("clean_acc"), total, trainable,
+                               copied["seconds"], "copied")
 
     state_path = store.partial_path(name) / "state.pt"
     start_epoch, elapsed, status, history = 0, 0.0, "trained", []

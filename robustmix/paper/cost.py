@@ -25,18 +25,22 @@ class CostRow:
     count: int  # models trained, or (model, threat model, attack, eps) summary rows evaluated
     seconds: float
     planned: int | None = None  # the recipe's runs (variants x seeds); None for evaluation
+    copied: int = 0  # of ``count``, runs copied from a finished twin (robustmix.twins): no training time
 
 
 def training_cost(zoo: ModelStore, recipes) -> list[CostRow]:
     """One row per recipe: how many of its runs are finished in ``zoo``, of how many, and their
     summed training seconds. Other checkpoints under the same recipe name (say, seeds another
-    scale trained) are not this study's and are not counted."""
+    scale trained) are not this study's and are not counted, and a run copied from its twin took
+    no training time here (its meta.json keeps the twin's seconds)."""
     rows = []
     for recipe in recipes:
         names = [run_name(recipe, v, p, s) for v, p in recipe.variant_list() for s in recipe.seeds]
-        done = [n for n in names if zoo.exists(n)]
-        seconds = float(sum(zoo.meta(n).get("seconds", 0.0) for n in done))
-        rows.append(CostRow("train", recipe.name, len(done), seconds, planned=len(names)))
+        metas = [zoo.meta(n) for n in names if zoo.exists(n)]
+        trained = [m for m in metas if "copied_from" not in m]
+        seconds = float(sum(m.get("seconds", 0.0) for m in trained))
+        rows.append(CostRow("train", recipe.name, len(metas), seconds, planned=len(names),
+                            copied=len(metas) - len(trained)))
     return rows
 
 
@@ -61,6 +65,8 @@ def cost_html(rows: list[CostRow]) -> str:
         part = [r for r in rows if r.step == step]
         for r in part:
             count = f"{r.count} of {r.planned}" if r.planned not in (None, r.count) else str(r.count)
+            if r.copied:
+                count += f" ({r.copied} copied from the same training under another name)"
             cells.append(f"<tr><td>{step}</td><td>{html.escape(r.what)}</td><td>{count}</td>"
                          f"<td>{hours(r.seconds)}</td></tr>")
         if part:
