@@ -99,9 +99,8 @@ class ModelStore:
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(folder / WEIGHTS) as tmp:
                 shutil.copyfile(src / WEIGHTS, tmp)
-                digest = sha256_file(tmp)
-            if digest != meta["weights_sha256"]:
-                raise CheckpointError(f"{src / WEIGHTS} changed while it was copied to {folder}; run again")
+                if sha256_file(tmp) != meta["weights_sha256"]:  # raised here, the copy is discarded
+                    raise CheckpointError(f"{src / WEIGHTS} changed while it was copied to {folder}; run again")
             meta = {**meta, "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "name": name}
             write_json_atomic(folder / META, meta)
         except OSError as exc:

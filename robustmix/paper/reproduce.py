@@ -59,8 +59,9 @@ QUICK = {"train_subset": 300, "epochs": 1, "eval_n": 100, "attack_n": 16, "queri
 # 10,000 would shrink each seed's variance by about 7% (9.2 -> 8.6 points squared) for 5 times the
 # attack cost. The masking checks run on more images than in the hour (AutoAttack 200 instead of
 # 32, Square 500 instead of 200), so that a black-box excess of a few points is seen. Widths stay
-# 8, 16 and 32: a width-64 pair costs about an hour on 2 cores, as much as the rest of the width
-# sweep and the controls together; GPU_WIDTHS is for that.
+# 8, 16 and 32: a width-64 pair would take an estimated hour on 2 cores (3 times the width-32
+# pair's 18 minutes: 4 times the pointwise FLOPs), more than the rest of the width sweep and the
+# controls together; GPU_WIDTHS is for that.
 LONG = {"epochs": 15, "core_seeds": [0, 1, 2, 3, 4], "widths": CPU_WIDTHS,
         "attack_n": {"autoattack": 200, "square": 500}}
 # Published Fashion-MNIST test accuracies to set the study's models against: the benchmark table
