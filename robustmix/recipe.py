@@ -154,6 +154,26 @@ class Recipe:
         return out
 
 
+# Recipe keys that list *other* runs or only describe: they do not change a run's weights, so
+# they are not part of its identity (e.g. `--seeds 0,1` after seed 0 finished must skip seed 0,
+# not retrain it). `performance` decides how fast the same training runs (its resolved values are
+# in the checkpoint's meta), so `--workers 8` on a finished run skips it.
+NOT_IN_RUN_IDENTITY = ("variants", "seeds", "description", "performance")
+
+
+def run_config(recipe: dict, leave_out: tuple = NOT_IN_RUN_IDENTITY) -> dict:
+    """A recipe's fields (``asdict(recipe)`` or the copy in a checkpoint's meta.json) that make a
+    run's identity: train.run_hash hashes it, robustmix.twins adds the resolved model to it."""
+    config = {k: v for k, v in recipe.items() if k not in leave_out}
+    config["data"] = dict(config["data"])
+    # Keys added for un-shuffling count only when set, so a classifier keeps the hash it had before them.
+    if config.get("permutation_seed") is None:
+        config.pop("permutation_seed", None)
+    if config["data"].get("test_subset") is None:
+        config["data"].pop("test_subset", None)
+    return config
+
+
 def check_runs(recipe) -> None:
     """What every recipe (classifier or un-shuffling) must get right to train anything."""
     if recipe.epochs < 0:

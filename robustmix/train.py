@@ -38,7 +38,7 @@ from .errors import CheckpointError, ConfigError
 from .fileio import atomic_path
 from .models import count_params
 from .provenance import code_version, device_description, package_versions, stable_hash
-from .recipe import Recipe
+from .recipe import Recipe, run_config
 from .store import ModelStore
 from .tasks import task_for
 from .twins import copy_twin
@@ -170,23 +170,9 @@ def run_name(recipe: Recipe, variant: str, params: dict, seed: int) -> str:
     return f"{recipe.name}/{variant_tag(variant, params)}-s{seed}"
 
 
-# Recipe keys that list *other* runs or only describe: they do not change this
-# run's weights, so they must not invalidate its checkpoint or resume state
-# (e.g. `--seeds 0,1` after seed 0 finished must skip seed 0, not retrain it).
-# `performance` decides how fast the same training runs (its resolved values
-# are in the checkpoint's meta), so `--workers 8` on a finished run skips it.
-_NOT_IN_RUN_HASH = ("variants", "seeds", "description", "performance")
-
-
 def run_hash(recipe: Recipe, variant: str, params: dict, seed: int) -> str:
     """Identity of one (recipe, variant, seed) run: equal hash = same training."""
-    config = {k: v for k, v in asdict(recipe).items() if k not in _NOT_IN_RUN_HASH}
-    # Keys added for un-shuffling count only when set, so a classifier keeps the hash it had before them.
-    if config["permutation_seed"] is None:
-        del config["permutation_seed"]
-    if config["data"]["test_subset"] is None:
-        del config["data"]["test_subset"]
-    return stable_hash(config | {"_variant": [variant, params], "_seed": seed})
+    return stable_hash(run_config(asdict(recipe)) | {"_variant": [variant, params], "_seed": seed})
 
 
 def load_resume_state(path, recipe_hash: str, epochs: int, model, optimizer,

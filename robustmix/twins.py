@@ -15,23 +15,16 @@ from __future__ import annotations
 
 from .errors import CheckpointError
 from .provenance import stable_hash
+from .recipe import NOT_IN_RUN_IDENTITY, run_config
 from .store import ModelStore, read_meta, verify_checkpoint
-
-# The run hash's exclusions plus the recipe's name: a twin lives under another recipe's name.
-NOT_TRAINING = ("variants", "seeds", "description", "performance", "name")
 
 
 def training_key(recipe: dict, model_args: dict, variant: str, params: dict, seed: int,
                  performance: dict, device: str) -> str:
-    """Identity of the weights a run trains (see the module docstring for what counts)."""
-    config = {k: v for k, v in recipe.items() if k not in NOT_TRAINING}
+    """Identity of the weights a run trains (see the module docstring for what counts): the run
+    hash's fields less the recipe's name, since a twin lives under another recipe's name."""
+    config = run_config(recipe, leave_out=NOT_IN_RUN_IDENTITY + ("name",))
     config["model"] = {"name": config["model"]["name"], "args": model_args}
-    config["data"] = dict(config["data"])
-    # As in train.run_hash: keys added for un-shuffling count only when set.
-    if config.get("permutation_seed") is None:
-        config.pop("permutation_seed", None)
-    if config["data"].get("test_subset") is None:
-        config["data"].pop("test_subset", None)
     return stable_hash(config | {"_variant": [variant, params], "_seed": seed,
                                  "_performance": performance, "_device": device})
 
@@ -47,10 +40,10 @@ def stored_training_key(meta: dict) -> str | None:
         return None
 
 
-def find_twin(store: ModelStore, key: str, besides: str) -> str | None:
-    """The first finished run in ``store`` (by name) with training key ``key``, other than ``besides``,
-    whose weights pass their sha256 check; copies are skipped, so a twin is always a run that was
-    trained."""
+def find_twin(store: ModelStore, key: str, besides: str) -> tuple[str, dict] | None:
+    """(name, meta.json) of the first finished run in ``store`` (by name) with training key
+    ``key``, other than ``besides``, whose weights pass their sha256 check; copies are skipped, so
+    a twin is always a run that was trained."""
     for name in store.names():
         if name == besides:
             continue
@@ -63,7 +56,7 @@ def find_twin(store: ModelStore, key: str, besides: str) -> str | None:
                 verify_checkpoint(store.path(name))
             except CheckpointError:  # weights edited or cut short: train instead of copying them
                 continue
-            return name
+            return name, meta
     return None
 
 
@@ -75,8 +68,8 @@ def copy_twin(store: ModelStore, name: str, recipe: dict, recipe_hash: str, mode
     recipe hash, and ``copied_from`` naming the twin; the study's compute tally counts a copy as
     no training time."""
     key = training_key(recipe, model_args, variant, params, seed, performance, device)
-    twin = find_twin(store, key, besides=name)
-    if twin is None:
+    found = find_twin(store, key, besides=name)
+    if found is None:
         return None
-    meta = {**read_meta(store.path(twin)), "recipe": recipe, "recipe_hash": recipe_hash, "copied_from": twin}
-    return store.copy(twin, name, meta)
+    twin, twin_meta = found
+    return store.copy(twin, name, {**twin_meta, "recipe": recipe, "recipe_hash": recipe_hash, "copied_from": twin})
